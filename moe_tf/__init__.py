@@ -1,0 +1,23 @@
+"""moe_tf: Mixture of Experts with Keras 3 / TensorFlow, from dense mixtures to sparse top-k.
+
+Importing `moe_tf` registers its layers with Keras, so models that use them
+load from `.keras` files.
+"""
+
+from moe_tf import callbacks, dispatch, losses, metrics, routing
+from moe_tf.callbacks import RoutingStats
+from moe_tf.layers import Experts, MixtureOfExperts, TopKRouter
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Experts",
+    "MixtureOfExperts",
+    "RoutingStats",
+    "TopKRouter",
+    "callbacks",
+    "dispatch",
+    "losses",
+    "metrics",
+    "routing",
+]

@@ -1,0 +1,126 @@
+"""`Experts`: E independent feed-forward networks with stacked weights."""
+
+import keras
+from keras import ops
+
+
+def _per_expert_initializer(initializer, num_experts):
+    """Initialises a `[E, fan_in, fan_out]` kernel one expert at a time.
+
+    Calling e.g. Glorot on the 3-D shape would compute its fans over all
+    experts (`fan_in = E * d`) and shrink every expert's weights by ~sqrt(E).
+    A seeded initializer gets seed + e for expert e, so experts differ.
+    """
+    initializer = keras.initializers.get(initializer)
+
+    def init(shape, dtype=None):
+        config = initializer.get_config()
+        seed = config.get("seed")
+        parts = []
+        for e in range(num_experts):
+            one = initializer
+            if isinstance(seed, int):
+                one = initializer.__class__.from_config({**config, "seed": seed + e})
+            parts.append(one(shape[1:], dtype=dtype))
+        return ops.stack(parts, axis=0)
+
+    return init
+
+
+@keras.saving.register_keras_serializable(package="moe_tf")
+class Experts(keras.layers.Layer):
+    """A stack of E independent two-layer MLP experts: `d -> units -> output`.
+
+    Expert e computes `act(x @ W1[e] + b1[e]) @ W2[e] + b2[e]`. All experts'
+    weights live in one `[E, ...]` tensor so a single batched matmul runs
+    them all; nothing is shared between experts. With biases, each expert
+    has `d*units + units + units*d_out + d_out` parameters.
+
+    Args:
+        num_experts: E, number of experts.
+        units: hidden width of each expert.
+        output_units: output width; defaults to the input width `d`.
+        activation: hidden activation (name or callable).
+        use_bias: whether the two projections have biases.
+        kernel_initializer: applied to each expert's kernels separately.
+        bias_initializer: initializer of the biases.
+
+    Input shape:
+        `[E, N, d]`: for each expert, the N tokens it processes.
+
+    Output shape:
+        `[E, N, output_units]`.
+
+    Example:
+    >>> experts = Experts(num_experts=4, units=32)
+    >>> experts(np.zeros((4, 10, 8))).shape
+    (4, 10, 8)
+    """
+
+    def __init__(
+        self,
+        num_experts,
+        units,
+        output_units=None,
+        activation="relu",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for arg, value in (("num_experts", num_experts), ("units", units)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{arg}` must be a positive integer; received {arg}={value!r}.")
+        if output_units is not None and (isinstance(output_units, bool) or not isinstance(output_units, int) or output_units < 1):
+            raise ValueError(f"`output_units` must be a positive integer or None; received output_units={output_units!r}.")
+        self.num_experts = num_experts
+        self.units = units
+        self.output_units = output_units
+        self.activation = keras.activations.get(activation)
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+
+    def build(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"`Experts` expects inputs of shape [num_experts, tokens, dim]; received input_shape={tuple(input_shape)}."
+            )
+        dim = input_shape[-1]
+        out = self.output_units or dim
+        init = _per_expert_initializer(self.kernel_initializer, self.num_experts)
+        E = self.num_experts
+        self.hidden_kernel = self.add_weight(shape=(E, dim, self.units), initializer=init, name="hidden_kernel")
+        self.output_kernel = self.add_weight(shape=(E, self.units, out), initializer=init, name="output_kernel")
+        if self.use_bias:
+            self.hidden_bias = self.add_weight(shape=(E, self.units), initializer=self.bias_initializer, name="hidden_bias")
+            self.output_bias = self.add_weight(shape=(E, out), initializer=self.bias_initializer, name="output_bias")
+
+    def call(self, inputs):
+        hidden = ops.einsum("end,edh->enh", inputs, self.hidden_kernel)  # [E, N, units]
+        if self.use_bias:
+            hidden = hidden + self.hidden_bias[:, None, :]
+        hidden = self.activation(hidden)
+        outputs = ops.einsum("enh,eho->eno", hidden, self.output_kernel)  # [E, N, out]
+        if self.use_bias:
+            outputs = outputs + self.output_bias[:, None, :]
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.output_units or input_shape[-1],)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_experts": self.num_experts,
+                "units": self.units,
+                "output_units": self.output_units,
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            }
+        )
+        return config

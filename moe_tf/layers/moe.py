@@ -1,0 +1,286 @@
+"""`MixtureOfExperts`: a router, E experts, capacity, and balance losses."""
+
+import keras
+from keras import ops
+
+from moe_tf import losses
+from moe_tf.dispatch import DISPATCHERS
+from moe_tf.layers.experts import Experts
+from moe_tf.layers.router import TopKRouter
+from moe_tf.metrics import RoutingMetrics, routing_entropy
+from moe_tf.routing import _check_k, capacity_positions, expert_capacity
+
+BALANCE_LOSSES = ("switch", "shazeer", None)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@keras.saving.register_keras_serializable(package="moe_tf")
+class MixtureOfExperts(keras.layers.Layer):
+    """Mixture-of-Experts feed-forward layer, dense or sparse.
+
+    - `k=None`: the dense mixture (Jacobs et al. 1991): every expert runs on
+      every token and the output is `sum_i softmax(x W_g)_i * expert_i(x)`.
+    - `k` an integer: sparse top-k gating (Shazeer et al. 2017; Switch for
+      k=1). Each token runs through its k best experts only; compute per token
+      is about k/E of the dense mixture while all E experts' parameters exist.
+
+    With `capacity_factor`, expert e holds at most
+    `C = ceil(capacity_factor * k * T / E)` tokens of a batch of T. Slots go
+    to all first choices before any second choice, then in token order;
+    an assignment past capacity is dropped and contributes exactly 0 (a token
+    whose every choice is dropped outputs 0: add a residual connection around
+    the layer to pass it through). `capacity_factor=None` drops nothing
+    (capacity = T, which costs as much compute as the dense mixture in the
+    worst case: use a factor such as 1.25 for speed).
+
+    Auxiliary losses are added with `add_loss`, so `model.fit` trains them:
+    the balance loss (`"switch"`: `E * sum f_i P_i`; `"shazeer"`: importance
+    + load CV^2) times `balance_loss_weight`, and the router z-loss times
+    `z_loss_weight`. Routing statistics are logged by `fit` (see
+    `moe_tf.metrics.RoutingMetrics`).
+
+    Keras masks are honoured: padding tokens route nowhere, take no capacity,
+    output 0, and are left out of losses and statistics. The output carries
+    the input mask on.
+
+    Args:
+        num_experts: E, the number of experts.
+        expert_units: hidden width of each expert.
+        k: experts per token; None for the dense mixture.
+        capacity_factor: float > 0, or None for no token dropping. Only
+            used when k is an integer.
+        output_units: output width; defaults to the input width.
+        activation: experts' hidden activation.
+        noise: router noise, `"none"`, `"gaussian"` or `"jitter"`.
+        noise_epsilon: see `TopKRouter`.
+        renormalize: top-k gates sum to 1; None means `k > 1` (see `TopKRouter`).
+        balance_loss: `"switch"`, `"shazeer"` or None.
+        balance_loss_weight: weight of the balance loss (Switch: 1e-2).
+        z_loss_weight: weight of the router z-loss (ST-MoE: 1e-3); 0 = off.
+        dispatch: `"gather"` (default, linear memory) or `"einsum"` (one-hot
+            dispatch/combine tensors, for teaching).
+        use_bias: experts use biases.
+        kernel_initializer: experts' kernel initializer.
+        router_kernel_initializer: router's; None = Switch's default.
+        seed: seed for the router noise.
+
+    Input shape:
+        `[batch, dim]` or `[batch, seq, dim]`; optional mask `[batch]` or
+        `[batch, seq]` (1/True = real token).
+
+    Output shape:
+        `[batch, output_units]` or `[batch, seq, output_units]`.
+
+    Example:
+    >>> moe = MixtureOfExperts(num_experts=8, expert_units=64, k=2, capacity_factor=1.25)
+    >>> y = moe(np.random.rand(4, 10, 32).astype("float32"))
+    >>> y.shape, len(moe.losses)
+    ((4, 10, 32), 1)
+    """
+
+    def __init__(
+        self,
+        num_experts,
+        expert_units,
+        k=None,
+        capacity_factor=None,
+        output_units=None,
+        activation="relu",
+        noise="none",
+        noise_epsilon=1e-2,
+        renormalize=None,
+        balance_loss="switch",
+        balance_loss_weight=1e-2,
+        z_loss_weight=0.0,
+        dispatch="gather",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        router_kernel_initializer=None,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(num_experts, bool) or not isinstance(num_experts, int) or num_experts < 1:
+            raise ValueError(f"`num_experts` must be a positive integer; received num_experts={num_experts!r}.")
+        if k is not None:
+            _check_k(k, num_experts)
+        if capacity_factor is not None and (not _is_number(capacity_factor) or capacity_factor <= 0):
+            raise ValueError(
+                f"`capacity_factor` must be a number > 0, or None for no capacity limit; "
+                f"received capacity_factor={capacity_factor!r}."
+            )
+        if balance_loss not in BALANCE_LOSSES:
+            raise ValueError(f"`balance_loss` must be one of {BALANCE_LOSSES}; received balance_loss={balance_loss!r}.")
+        for arg, value in (("balance_loss_weight", balance_loss_weight), ("z_loss_weight", z_loss_weight)):
+            if not _is_number(value) or value < 0:
+                raise ValueError(f"`{arg}` must be a number >= 0; received {arg}={value!r}.")
+        if dispatch not in DISPATCHERS:
+            raise ValueError(f"`dispatch` must be one of {tuple(DISPATCHERS)}; received dispatch={dispatch!r}.")
+        self.num_experts = num_experts
+        self.expert_units = expert_units
+        self.k = k
+        self.capacity_factor = capacity_factor
+        self.output_units = output_units
+        self.balance_loss = balance_loss
+        self.balance_loss_weight = float(balance_loss_weight)
+        self.z_loss_weight = float(z_loss_weight)
+        self.dispatch = dispatch
+        self.seed = seed
+        self.supports_masking = True
+        self.router = TopKRouter(
+            num_experts,
+            k=k,
+            noise=noise,
+            noise_epsilon=noise_epsilon,
+            renormalize=renormalize,
+            kernel_initializer=router_kernel_initializer,
+            seed=seed,
+            name="router",
+        )
+        self.experts = Experts(
+            num_experts,
+            expert_units,
+            output_units=output_units,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            dtype=self.dtype_policy,
+            name="experts",
+        )
+        self.routing_metrics = RoutingMetrics(num_experts, name=self.name)
+
+    def build(self, input_shape):
+        if len(input_shape) not in (2, 3):
+            raise ValueError(
+                f"`MixtureOfExperts` expects inputs of rank 2 [batch, dim] or 3 [batch, seq, dim]; "
+                f"received input of shape {tuple(input_shape)} (rank {len(input_shape)})."
+            )
+        dim = input_shape[-1]
+        if dim is None:
+            raise ValueError(f"The last axis of the input (dim) must be known; received input of shape {tuple(input_shape)}.")
+        self.router.build((None, dim))
+        self.experts.build((self.num_experts, None, dim))
+
+    # -- helpers --------------------------------------------------------------
+
+    def _check_mask(self, inputs, mask):
+        expected = tuple(inputs.shape[:-1])
+        got = tuple(mask.shape)
+        compatible = len(got) == len(expected) and all(
+            a is None or b is None or a == b for a, b in zip(got, expected)
+        )
+        if not compatible:
+            raise ValueError(
+                f"`mask` must have the input's shape without its last axis, {expected}; "
+                f"received mask of shape {got} for input of shape {tuple(inputs.shape)}."
+            )
+
+    def _capacity(self, num_tokens):
+        if self.capacity_factor is None:
+            return num_tokens  # an expert can never receive more than T tokens
+        capacity = expert_capacity(num_tokens, self.num_experts, self.k, self.capacity_factor)
+        if isinstance(capacity, int) and isinstance(num_tokens, int):
+            return max(1, min(capacity, num_tokens))
+        return ops.maximum(1, ops.minimum(capacity, ops.cast(num_tokens, "int32")))
+
+    def _balance_value(self, route, expert_mask, token_mask):
+        if self.balance_loss == "shazeer":
+            value = losses.importance_loss(route["gates"], mask=token_mask)
+            if self.k is not None:
+                value = value + losses.load_loss(
+                    route["clean_logits"], route["logits"], route["noise_stddev"], self.k, mask=token_mask
+                )
+            return value
+        # "switch", or the Switch value as a diagnostic when no loss is trained.
+        return losses.switch_balance_loss(route["probs"], expert_mask, mask=token_mask)
+
+    # -- forward ----------------------------------------------------------------
+
+    def call(self, inputs, mask=None, training=None):
+        if mask is not None:
+            self._check_mask(inputs, mask)
+        dim = inputs.shape[-1]
+        tokens = ops.reshape(inputs, (-1, dim))  # [T, d]
+        token_mask = None if mask is None else ops.reshape(ops.cast(mask, "float32"), (-1,))  # [T]
+        route = self.router(tokens, training=training)
+        E = self.num_experts
+
+        if self.k is None:  # dense mixture: every expert sees every token
+            gates = route["gates"]  # [T, E]
+            if token_mask is not None:
+                gates = gates * token_mask[:, None]
+            expert_inputs = ops.broadcast_to(tokens[None], (E,) + tuple(ops.shape(tokens)))  # [E, T, d]
+            expert_outputs = ops.cast(self.experts(expert_inputs), "float32")  # [E, T, d_out]
+            outputs = ops.einsum("te,eto->to", gates, expert_outputs)  # [T, d_out]
+            expert_mask = ops.one_hot(ops.argmax(route["probs"], axis=-1), E)  # top-1, for statistics
+            routed = ops.sum(expert_mask * (1.0 if token_mask is None else token_mask[:, None]), axis=0)
+            dropped = ops.zeros((), "float32")
+        else:
+            indices = route["indices"]  # [T, k]
+            num_tokens = ops.shape(tokens)[0]
+            capacity = self._capacity(num_tokens)
+            positions, keep = capacity_positions(indices, E, capacity, token_mask)  # [T, k], [T, k]
+            weights = ops.take_along_axis(route["gates"], indices, axis=-1) * keep  # [T, k]
+            outputs = DISPATCHERS[self.dispatch](tokens, indices, positions, weights, keep, self.experts, E, capacity)
+            expert_mask = ops.one_hot(indices, E)  # [T, k, E], router choices before capacity
+            if token_mask is not None:
+                expert_mask = expert_mask * token_mask[:, None, None]
+            routed = ops.sum(expert_mask, axis=(0, 1))  # [E]
+            dropped = ops.sum(routed) - ops.sum(keep)
+
+        # Auxiliary losses (float32) through add_loss, so fit() minimises them.
+        balance = self._balance_value(route, expert_mask, token_mask)
+        z_loss = losses.router_z_loss(route["logits"], mask=token_mask)
+        if self.balance_loss is not None and self.balance_loss_weight > 0:
+            self.add_loss(self.balance_loss_weight * balance)
+        if self.z_loss_weight > 0:
+            self.add_loss(self.z_loss_weight * z_loss)
+
+        num_real = ops.cast(ops.shape(tokens)[0], "float32") if token_mask is None else ops.sum(token_mask)
+        self.routing_metrics.update_state(
+            counts=routed,
+            tokens=num_real,
+            dropped=dropped,
+            entropy_sum=routing_entropy(route["probs"], token_mask) * num_real,
+            balance_loss=balance,
+            z_loss=z_loss,
+        )
+
+        out_dim = self.output_units or dim
+        outputs = ops.reshape(outputs, tuple(ops.shape(inputs)[:-1]) + (out_dim,))
+        return ops.cast(outputs, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.output_units or input_shape[-1],)
+
+    def compute_mask(self, inputs, mask=None):
+        return mask
+
+    def get_config(self):
+        config = super().get_config()
+        router, experts = self.router, self.experts
+        config.update(
+            {
+                "num_experts": self.num_experts,
+                "expert_units": self.expert_units,
+                "k": self.k,
+                "capacity_factor": self.capacity_factor,
+                "output_units": self.output_units,
+                "activation": keras.activations.serialize(experts.activation),
+                "noise": router.noise,
+                "noise_epsilon": router.noise_epsilon,
+                "renormalize": router.renormalize,
+                "balance_loss": self.balance_loss,
+                "balance_loss_weight": self.balance_loss_weight,
+                "z_loss_weight": self.z_loss_weight,
+                "dispatch": self.dispatch,
+                "use_bias": experts.use_bias,
+                "kernel_initializer": keras.initializers.serialize(experts.kernel_initializer),
+                "router_kernel_initializer": keras.initializers.serialize(router.kernel_initializer),
+                "seed": self.seed,
+            }
+        )
+        return config

@@ -1,0 +1,165 @@
+"""`TopKRouter`: scores every expert for every token and picks the gates."""
+
+import keras
+from keras import ops
+
+from moe_tf.routing import _check_k, softmax_gates, top_k_gates
+
+NOISE_TYPES = ("none", "gaussian", "jitter")
+
+
+@keras.saving.register_keras_serializable(package="moe_tf")
+class TopKRouter(keras.layers.Layer):
+    """Linear router with softmax (dense) or top-k (sparse) gates.
+
+    `logits = x @ W_g` (+ bias). Training-time noise options:
+
+    - `"none"`: deterministic routing.
+    - `"gaussian"`: noisy top-k of Shazeer et al. (2017),
+      `H = x W_g + N(0, 1) * (softplus(x W_noise) + noise_epsilon)`, with a
+      learned, per-token, per-expert noise scale (`W_noise` starts at zero).
+    - `"jitter"`: Switch Transformer's multiplicative input jitter,
+      `x * U(1 - noise_epsilon, 1 + noise_epsilon)`.
+
+    Noise is applied only when `training=True`. The router always computes in
+    float32 (its dtype policy defaults to `"float32"` even under
+    `mixed_float16`): low-precision softmax over large logits is a known
+    source of instability (Switch Transformer's "selective precision").
+
+    Args:
+        num_experts: E.
+        k: experts per token; None for the dense softmax gate.
+        noise: one of `"none"`, `"gaussian"`, `"jitter"`.
+        noise_epsilon: floor on the Gaussian noise scale, or jitter width.
+        renormalize: whether top-k gates sum to 1 (softmax over the kept
+            logits). None picks `k > 1`: Shazeer/GShard/Mixtral renormalise
+            top-2; Switch keeps top-1's raw probability `p_i`, because a
+            renormalised single gate is always 1 and gives the router no
+            gradient through the output.
+        use_bias: add a bias to the logits.
+        kernel_initializer: router kernel init; Switch's truncated normal
+            with scale 0.1 by default.
+        seed: seed of the noise.
+
+    Input shape:
+        `[..., dim]`, usually `[tokens, dim]`.
+
+    Output:
+        A dict of float32 tensors: `logits` (`[..., E]`, with noise in
+        training: the ones routing used), `clean_logits` (without noise),
+        `noise_stddev` (`[..., E]` for Gaussian noise in training, else
+        None), `probs` (softmax of `logits`), `gates` (`[..., E]`, zero
+        outside the chosen experts) and `indices` (`[..., k]` int32, or None
+        when dense).
+
+    Example:
+    >>> router = TopKRouter(num_experts=8, k=2)
+    >>> out = router(np.random.rand(5, 16).astype("float32"))
+    >>> out["gates"].shape, out["indices"].shape
+    ((5, 8), (5, 2))
+    """
+
+    def __init__(
+        self,
+        num_experts,
+        k=None,
+        noise="none",
+        noise_epsilon=1e-2,
+        renormalize=None,
+        use_bias=False,
+        kernel_initializer=None,
+        seed=None,
+        **kwargs,
+    ):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if isinstance(num_experts, bool) or not isinstance(num_experts, int) or num_experts < 1:
+            raise ValueError(f"`num_experts` must be a positive integer; received num_experts={num_experts!r}.")
+        if k is not None:
+            _check_k(k, num_experts)
+        if noise not in NOISE_TYPES:
+            raise ValueError(f"`noise` must be one of {NOISE_TYPES}; received noise={noise!r}.")
+        if not isinstance(noise_epsilon, (int, float)) or noise_epsilon < 0:
+            raise ValueError(f"`noise_epsilon` must be a number >= 0; received noise_epsilon={noise_epsilon!r}.")
+        self.num_experts = num_experts
+        self.k = k
+        self.noise = noise
+        self.noise_epsilon = float(noise_epsilon)
+        self.renormalize = (k is not None and k > 1) if renormalize is None else bool(renormalize)
+        self.use_bias = use_bias
+        if kernel_initializer is None:
+            kernel_initializer = keras.initializers.VarianceScaling(
+                scale=0.1, mode="fan_in", distribution="truncated_normal", seed=seed
+            )
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        self.kernel = self.add_weight(shape=(dim, self.num_experts), initializer=self.kernel_initializer, name="kernel")
+        if self.use_bias:
+            self.bias = self.add_weight(shape=(self.num_experts,), initializer="zeros", name="bias")
+        if self.noise == "gaussian":
+            self.noise_kernel = self.add_weight(shape=(dim, self.num_experts), initializer="zeros", name="noise_kernel")
+
+    def _project(self, x):
+        logits = ops.matmul(x, self.kernel)
+        if self.use_bias:
+            logits = logits + self.bias
+        return logits
+
+    def call(self, inputs, training=None):
+        x = ops.cast(inputs, "float32")
+        noise_stddev = None
+        if training and self.noise == "jitter" and self.noise_epsilon > 0:
+            x = x * keras.random.uniform(
+                ops.shape(x), 1.0 - self.noise_epsilon, 1.0 + self.noise_epsilon, seed=self.seed_generator
+            )
+        clean_logits = self._project(x)  # [T, E]
+        logits = clean_logits
+        if training and self.noise == "gaussian":
+            noise_stddev = ops.softplus(ops.matmul(x, self.noise_kernel)) + self.noise_epsilon  # [T, E]
+            logits = clean_logits + keras.random.normal(ops.shape(clean_logits), seed=self.seed_generator) * noise_stddev
+        probs = softmax_gates(logits)
+        if self.k is None:
+            gates, indices = probs, None
+        else:
+            gates, indices = top_k_gates(logits, self.k, renormalize=self.renormalize)
+        return {
+            "logits": logits,
+            "clean_logits": clean_logits,
+            "noise_stddev": noise_stddev,
+            "probs": probs,
+            "gates": gates,
+            "indices": indices,
+        }
+
+    def compute_output_spec(self, inputs, training=None):
+        lead = tuple(inputs.shape[:-1])
+        spec = lambda last, dtype="float32": keras.KerasTensor(lead + (last,), dtype=dtype)  # noqa: E731
+        E = self.num_experts
+        return {
+            "logits": spec(E),
+            "clean_logits": spec(E),
+            "noise_stddev": None,
+            "probs": spec(E),
+            "gates": spec(E),
+            "indices": None if self.k is None else spec(self.k, "int32"),
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_experts": self.num_experts,
+                "k": self.k,
+                "noise": self.noise,
+                "noise_epsilon": self.noise_epsilon,
+                "renormalize": self.renormalize,
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "seed": self.seed,
+            }
+        )
+        return config

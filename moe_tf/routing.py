@@ -1,0 +1,151 @@
+"""Gating functions: softmax, top-k, expert capacity and capacity slots.
+
+Everything here is a pure function of tensors written with `keras.ops`, so it
+runs on any Keras backend and inside `jit_compile=True`.
+
+Shapes used throughout (tokens are flattened: `T = batch * seq`):
+
+    logits      [T, E]   router scores, one per token and expert
+    gates       [T, E]   combine weights, zero outside the chosen experts
+    indices     [T, k]   chosen experts, best first
+"""
+
+import math
+from fractions import Fraction
+
+from keras import ops
+
+
+def _check_k(k, num_experts=None):
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise ValueError(
+            f"`k` must be an integer between 1 and the number of experts; "
+            f"received k={k!r} of type {type(k).__name__}."
+        )
+    if k < 1 or (num_experts is not None and k > num_experts):
+        upper = "num_experts" if num_experts is None else str(num_experts)
+        raise ValueError(
+            f"`k` must satisfy 1 <= k <= num_experts ({upper}); received k={k}."
+        )
+
+
+def softmax_gates(logits):
+    """Dense softmax gate (Jacobs et al. 1991): every expert gets a weight.
+
+    Args:
+        logits: `[T, E]` router logits.
+
+    Returns:
+        `[T, E]` gates; each row is positive and sums to 1.
+    """
+    return ops.softmax(logits, axis=-1)
+
+
+def top_k_gates(logits, k, renormalize=True):
+    """Sparse top-k gate (Shazeer et al. 2017): keep the k largest logits.
+
+    With `renormalize=True` the kept gates are the softmax over the k kept
+    *logits* (equivalently: softmax over all E, keep k, divide by their sum),
+    so they sum to 1. With `renormalize=False` the kept gates are the full
+    softmax probabilities (Switch Transformer's top-1 convention: the gate of a
+    top-1 token is `p_i < 1`, which keeps a gradient path to the router).
+
+    Args:
+        logits: `[T, E]` router logits (not probabilities: selecting on
+            logits or on softmax probabilities gives the same experts, but
+            mixing the two is a classic bug).
+        k: number of experts per token, `1 <= k <= E`.
+        renormalize: whether the kept gates sum to 1.
+
+    Returns:
+        `(gates, indices)`: `gates` is `[T, E]`, zero outside the top k;
+        `indices` is `[T, k]` int32, best expert first. Ties are broken
+        towards the lower expert index.
+
+    Example:
+    >>> gates, idx = top_k_gates(np.array([[1.0, 3.0, 2.0]]), k=2)
+    >>> idx  # [[1, 2]]; gates ~ [[0, 0.731, 0.269]]
+    """
+    num_experts = logits.shape[-1]
+    _check_k(k, num_experts)
+    logits = ops.convert_to_tensor(logits)
+    top_logits, indices = ops.top_k(logits, k=k)  # [T, k], [T, k]
+    indices = ops.cast(indices, "int32")
+    if renormalize:
+        top_gates = ops.softmax(top_logits, axis=-1)  # [T, k]
+    else:
+        probs = ops.softmax(logits, axis=-1)  # [T, E]
+        top_gates = ops.take_along_axis(probs, indices, axis=-1)  # [T, k]
+    one_hot = ops.one_hot(indices, num_experts, dtype=top_gates.dtype)  # [T, k, E]
+    gates = ops.einsum("tk,tke->te", top_gates, one_hot)  # [T, E]
+    return gates, indices
+
+
+def expert_capacity(num_tokens, num_experts, k, capacity_factor):
+    """Slots per expert: `ceil(capacity_factor * k * num_tokens / num_experts)`.
+
+    `capacity_factor = 1` gives exactly enough slots for perfectly balanced
+    routing; anything routed past an expert's capacity is dropped.
+
+    Args:
+        num_tokens: tokens in the routing group (a Python int, or a scalar
+            tensor when the batch size is only known at run time).
+        num_experts: number of experts E.
+        k: experts per token.
+        capacity_factor: a float > 0.
+
+    Returns:
+        The capacity, an int (or an int32 scalar tensor for a tensor input).
+
+    Example:
+    >>> expert_capacity(num_tokens=1024, num_experts=8, k=2, capacity_factor=1.25)
+    320
+    """
+    if not isinstance(capacity_factor, (int, float)) or isinstance(capacity_factor, bool) or capacity_factor <= 0:
+        raise ValueError(
+            f"`capacity_factor` must be a number > 0 (or None for no capacity "
+            f"limit); received capacity_factor={capacity_factor!r}."
+        )
+    if isinstance(num_tokens, int):
+        # Exact rational arithmetic: in floats 1.1 * 10 / 11 = 1.0000000000000002,
+        # whose ceil would add a slot that the formula does not give.
+        exact = Fraction(repr(float(capacity_factor))) * k * num_tokens / num_experts
+        return math.ceil(exact)
+    tokens = ops.cast(num_tokens, "float32")
+    return ops.cast(ops.ceil(capacity_factor * k * tokens / num_experts - 1e-6), "int32")
+
+
+def capacity_positions(indices, num_experts, capacity, token_mask=None):
+    """Assigns each (token, choice) a slot in its expert's buffer.
+
+    Priority: all first choices come before all second choices, and within a
+    choice rank tokens queue in order (token 0 first). Positions come from an
+    **exclusive** cumulative sum, so the first token sent to an expert gets
+    slot 0 and an expert of capacity C keeps exactly C tokens (an inclusive
+    cumsum would start at 1 and silently waste a slot).
+
+    Args:
+        indices: `[T, k]` int expert ids from `top_k_gates`.
+        num_experts: E.
+        capacity: slots per expert (int or scalar tensor).
+        token_mask: optional `[T]` (1 = real token, 0 = padding). Padding
+            tokens take no slot and are never kept.
+
+    Returns:
+        `(positions, keep)`: `[T, k]` int32 slot of each assignment in its
+        expert, and `[T, k]` float32, 1 where the assignment fits, 0 where
+        it is dropped (or padding).
+    """
+    num_choices = indices.shape[-1]
+    one_hot = ops.one_hot(indices, num_experts, dtype="int32")  # [T, k, E]
+    if token_mask is not None:
+        one_hot = one_hot * ops.cast(token_mask, "int32")[:, None, None]
+    # Choice-major order: [k, T, E] -> [k*T, E], so every first choice queues
+    # before any second choice.
+    queue = ops.reshape(ops.transpose(one_hot, (1, 0, 2)), (-1, num_experts))
+    before = ops.cumsum(queue, axis=0) - queue  # exclusive cumsum  [k*T, E]
+    positions = ops.sum(before * queue, axis=-1)  # [k*T]
+    positions = ops.transpose(ops.reshape(positions, (num_choices, -1)), (1, 0))  # [T, k]
+    routed = ops.sum(one_hot, axis=-1)  # [T, k], 0 for padding
+    keep = ops.logical_and(routed > 0, positions < ops.cast(capacity, "int32"))
+    return ops.cast(positions, "int32"), ops.cast(keep, "float32")
