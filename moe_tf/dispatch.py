@@ -24,6 +24,29 @@ Shapes:
 from keras import ops
 
 
+def dispatch_and_combine_tensors(indices, positions, weights, keep, num_experts, capacity):
+    """The one-hot routing tensors of GShard/Switch.
+
+    Args:
+        indices, positions, weights, keep: see the module docstring.
+        num_experts: E.
+        capacity: C, slots per expert.
+
+    Returns:
+        `(dispatch, combine)`, both `[T, E, C]` float32. `dispatch[t, e, c]`
+        is 1 when token t sits in slot c of expert e and 0 otherwise (binary:
+        never a gate value); `combine` holds that assignment's gate weight at
+        the same place.
+    """
+    keep = ops.cast(keep, "float32")
+    expert_one_hot = ops.one_hot(indices, num_experts, dtype="float32") * keep[..., None]  # [T, k, E]
+    slot_one_hot = ops.one_hot(positions, capacity, dtype="float32")  # [T, k, C]
+    dispatch = ops.einsum("tke,tkc->tec", expert_one_hot, slot_one_hot)  # [T, E, C]
+    weighted = expert_one_hot * ops.cast(weights, "float32")[..., None]  # [T, k, E]
+    combine = ops.einsum("tke,tkc->tec", weighted, slot_one_hot)  # [T, E, C]
+    return dispatch, combine
+
+
 def einsum_dispatch(tokens, indices, positions, weights, keep, experts, num_experts, capacity):
     """One-hot dispatch/combine with einsums.
 
@@ -36,11 +59,7 @@ def einsum_dispatch(tokens, indices, positions, weights, keep, experts, num_expe
     Returns:
         `[T, d_out]` float32 outputs.
     """
-    keep = ops.cast(keep, "float32")
-    expert_one_hot = ops.one_hot(indices, num_experts, dtype="float32") * keep[..., None]  # [T, k, E]
-    slot_one_hot = ops.one_hot(positions, capacity, dtype="float32")  # [T, k, C]
-    dispatch = ops.einsum("tke,tkc->tec", expert_one_hot, slot_one_hot)  # [T, E, C], binary
-    combine = ops.einsum("tke,tkc->tec", expert_one_hot * ops.cast(weights, "float32")[..., None], slot_one_hot)
+    dispatch, combine = dispatch_and_combine_tensors(indices, positions, weights, keep, num_experts, capacity)
     expert_inputs = ops.einsum("tec,td->ecd", ops.cast(dispatch, tokens.dtype), tokens)  # [E, C, d]
     expert_outputs = ops.cast(experts(expert_inputs), "float32")  # [E, C, d_out]
     return ops.einsum("tec,eco->to", combine, expert_outputs)  # [T, d_out]
