@@ -10,9 +10,11 @@ it each epoch and logs its scalar summaries next to the loss:
     <layer>_balance_loss  unweighted balance loss (the Switch value if none is trained)
     <layer>_z_loss        unweighted router z-loss
 
-The per-expert load fractions `f_i` (a vector) are kept too but not logged,
-since a progress bar can only show scalars: `RoutingStats` (see
-`moe_tf.callbacks`) reads them every epoch for plots and TensorBoard.
+    <layer>_load_<i>      f_i, the fraction of assignments routed to expert i
+                          (only with `per_expert=True`: E more numbers per line)
+
+`RoutingStats` (see `moe_tf.callbacks`) reads the per-expert fractions every
+epoch for plots and TensorBoard, whether or not they are logged.
 """
 
 import keras
@@ -44,6 +46,7 @@ class RoutingMetrics(keras.metrics.Metric):
     Args:
         num_experts: number of experts E.
         name: prefix of the logged keys (the owning layer's name).
+        per_expert: also log each expert's load fraction `<name>_load_<i>`.
 
     Example:
     >>> m = RoutingMetrics(num_experts=4, name="moe")
@@ -53,9 +56,10 @@ class RoutingMetrics(keras.metrics.Metric):
     1.0
     """
 
-    def __init__(self, num_experts, name="moe", dtype="float32"):
+    def __init__(self, num_experts, name="moe", per_expert=False, dtype="float32"):
         super().__init__(name=name, dtype=dtype)
         self.num_experts = num_experts
+        self.per_expert = per_expert
         self.counts = self.add_variable(shape=(num_experts,), initializer="zeros", name="counts")
         self.tokens = self.add_variable(shape=(), initializer="zeros", name="tokens")
         self.dropped = self.add_variable(shape=(), initializer="zeros", name="dropped")
@@ -90,17 +94,21 @@ class RoutingMetrics(keras.metrics.Metric):
     def result(self):
         assignments = ops.maximum(ops.sum(self.counts), 1.0)
         steps = ops.maximum(self.steps, 1.0)
-        return {
-            f"{self.name}_max_load": ops.max(self.expert_load()) * self.num_experts,
+        load = self.expert_load()
+        results = {
+            f"{self.name}_max_load": ops.max(load) * self.num_experts,
             f"{self.name}_dropped": self.dropped / assignments,
             f"{self.name}_entropy": self.entropy_sum / ops.maximum(self.tokens, 1.0),
             f"{self.name}_balance_loss": self.balance_sum / steps,
             f"{self.name}_z_loss": self.z_sum / steps,
         }
+        if self.per_expert:
+            results.update({f"{self.name}_load_{i}": load[i] for i in range(self.num_experts)})
+        return results
 
     def reset_state(self):
         for v in self.variables:
             v.assign(ops.zeros(v.shape, v.dtype))
 
     def get_config(self):
-        return {"num_experts": self.num_experts, "name": self.name, "dtype": self.dtype}
+        return {"num_experts": self.num_experts, "name": self.name, "per_expert": self.per_expert, "dtype": self.dtype}

@@ -39,7 +39,8 @@ class MixtureOfExperts(keras.layers.Layer):
     Auxiliary losses are added with `add_loss`, so `model.fit` trains them:
     the balance loss (`"switch"`: `E * sum f_i P_i`; `"shazeer"`: importance
     + load CV^2) times `balance_loss_weight`, and the router z-loss times
-    `z_loss_weight`. Routing statistics are logged by `fit` (see
+    `z_loss_weight`. With `k=None`, the Switch loss counts each token's top-1
+    expert as its assignment. Routing statistics are logged by `fit` (see
     `moe_tf.metrics.RoutingMetrics`).
 
     Keras masks are honoured: padding tokens route nowhere, take no capacity,
@@ -66,6 +67,8 @@ class MixtureOfExperts(keras.layers.Layer):
         kernel_initializer: experts' kernel initializer.
         router_kernel_initializer: router's; None = Switch's default.
         seed: seed for the router noise.
+        log_expert_load: also log each expert's load fraction in `fit`
+            (`<name>_load_<i>`); off by default to keep progress bars short.
 
     Input shape:
         `[batch, dim]` or `[batch, seq, dim]`; optional mask `[batch]` or
@@ -100,6 +103,7 @@ class MixtureOfExperts(keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         router_kernel_initializer=None,
         seed=None,
+        log_expert_load=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -129,6 +133,7 @@ class MixtureOfExperts(keras.layers.Layer):
         self.z_loss_weight = float(z_loss_weight)
         self.dispatch = dispatch
         self.seed = seed
+        self.log_expert_load = bool(log_expert_load)
         self.supports_masking = True
         self.router = TopKRouter(
             num_experts,
@@ -150,7 +155,7 @@ class MixtureOfExperts(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="experts",
         )
-        self.routing_metrics = RoutingMetrics(num_experts, name=self.name)
+        self.routing_metrics = RoutingMetrics(num_experts, name=self.name, per_expert=self.log_expert_load)
 
     def build(self, input_shape):
         if len(input_shape) not in (2, 3):
@@ -281,6 +286,7 @@ class MixtureOfExperts(keras.layers.Layer):
                 "kernel_initializer": keras.initializers.serialize(experts.kernel_initializer),
                 "router_kernel_initializer": keras.initializers.serialize(router.kernel_initializer),
                 "seed": self.seed,
+                "log_expert_load": self.log_expert_load,
             }
         )
         return config
