@@ -162,4 +162,5 @@ def router_z_loss(logits, mask=None):
     logits = _as_float32(logits)
     z = ops.logsumexp(logits, axis=-1)  # [T]
     token_mask = _token_mask(mask, logits)[:, 0]
-    return ops.sum(ops.square(z) * token_mask) / ops.maximum(ops.sum(token_mask), _EPS)
+    z_squared = ops.where(token_mask > 0, ops.square(z), 0.0)  # padding may hold anything, even inf
+    return ops.sum(z_squared) / ops.maximum(ops.sum(token_mask), _EPS)

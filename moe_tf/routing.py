@@ -15,18 +15,7 @@ from fractions import Fraction
 
 from keras import ops
 
-
-def _check_k(k, num_experts=None):
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise ValueError(
-            f"`k` must be an integer between 1 and the number of experts; "
-            f"received k={k!r} of type {type(k).__name__}."
-        )
-    if k < 1 or (num_experts is not None and k > num_experts):
-        upper = "num_experts" if num_experts is None else str(num_experts)
-        raise ValueError(
-            f"`k` must satisfy 1 <= k <= num_experts ({upper}); received k={k}."
-        )
+from moe_tf import _checks
 
 
 def softmax_gates(logits):
@@ -67,11 +56,13 @@ def top_k_gates(logits, k, renormalize=True):
     >>> idx  # [[1, 2]]; gates ~ [[0, 0.731, 0.269]]
     """
     num_experts = logits.shape[-1]
-    _check_k(k, num_experts)
+    k = _checks.top_k(k, num_experts)
     logits = ops.convert_to_tensor(logits)
     top_logits, indices = ops.top_k(logits, k=k)  # [T, k], [T, k]
     indices = ops.cast(indices, "int32")
-    if renormalize:
+    if renormalize and k == 1:
+        top_gates = ops.ones_like(top_logits)  # a single renormalised gate is 1: no gradient to the router
+    elif renormalize:
         top_gates = ops.softmax(top_logits, axis=-1)  # [T, k]
     else:
         probs = ops.softmax(logits, axis=-1)  # [T, E]
@@ -101,18 +92,19 @@ def expert_capacity(num_tokens, num_experts, k, capacity_factor):
     >>> expert_capacity(num_tokens=1024, num_experts=8, k=2, capacity_factor=1.25)
     320
     """
-    if not isinstance(capacity_factor, (int, float)) or isinstance(capacity_factor, bool) or capacity_factor <= 0:
-        raise ValueError(
-            f"`capacity_factor` must be a number > 0 (or None for no capacity "
-            f"limit); received capacity_factor={capacity_factor!r}."
-        )
-    if isinstance(num_tokens, int):
-        # Exact rational arithmetic: in floats 1.1 * 10 / 11 = 1.0000000000000002,
-        # whose ceil would add a slot that the formula does not give.
-        exact = Fraction(repr(float(capacity_factor))) * k * num_tokens / num_experts
-        return math.ceil(exact)
-    tokens = ops.cast(num_tokens, "float32")
-    return ops.cast(ops.ceil(capacity_factor * k * tokens / num_experts - 1e-6), "int32")
+    capacity_factor = _checks.number(
+        "capacity_factor", capacity_factor, strict=True, allow_none=False
+    )
+    # Exact rational arithmetic: cf = p / q, C = ceil(p * k * T / (q * E)).
+    # Floats would add a slot the formula does not give: in float64
+    # 1.1 * 2 * 200 / 8 = 55.00000000000001, whose ceil is 56, not 55.
+    ratio = Fraction(repr(capacity_factor)).limit_denominator(10**6)
+    p, q = ratio.numerator, ratio.denominator
+    if _checks.is_int(num_tokens):
+        return -((-p * k * int(num_tokens)) // (q * num_experts))
+    tokens = ops.cast(num_tokens, "int64")
+    capacity = ops.floor_divide(p * k * tokens + (q * num_experts - 1), q * num_experts)
+    return ops.cast(capacity, "int32")
 
 
 def capacity_positions(indices, num_experts, capacity, token_mask=None):

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from moe_tf import _checks
+
 
 def _per_expert_initializer(initializer, num_experts):
     """Initialises a `[E, fan_in, fan_out]` kernel one expert at a time.
@@ -19,7 +21,7 @@ def _per_expert_initializer(initializer, num_experts):
         parts = []
         for e in range(num_experts):
             one = initializer
-            if isinstance(seed, int):
+            if _checks.is_int(seed):
                 one = initializer.__class__.from_config({**config, "seed": seed + e})
             parts.append(one(shape[1:], dtype=dtype))
         return ops.stack(parts, axis=0)
@@ -69,14 +71,9 @@ class Experts(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for arg, value in (("num_experts", num_experts), ("units", units)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{arg}` must be a positive integer; received {arg}={value!r}.")
-        if output_units is not None and (isinstance(output_units, bool) or not isinstance(output_units, int) or output_units < 1):
-            raise ValueError(f"`output_units` must be a positive integer or None; received output_units={output_units!r}.")
-        self.num_experts = num_experts
-        self.units = units
-        self.output_units = output_units
+        self.num_experts = _checks.positive_int("num_experts", num_experts)
+        self.units = _checks.positive_int("units", units)
+        self.output_units = _checks.positive_int("output_units", output_units, allow_none=True)
         self.activation = keras.activations.get(activation)
         self.use_bias = use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)

@@ -3,18 +3,14 @@
 import keras
 from keras import ops
 
-from moe_tf import losses
+from moe_tf import _checks, losses
 from moe_tf.dispatch import DISPATCHERS
 from moe_tf.layers.experts import Experts
 from moe_tf.layers.router import TopKRouter
 from moe_tf.metrics import RoutingMetrics, routing_entropy
-from moe_tf.routing import _check_k, capacity_positions, expert_capacity
+from moe_tf.routing import capacity_positions, expert_capacity
 
 BALANCE_LOSSES = ("switch", "shazeer", None)
-
-
-def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @keras.saving.register_keras_serializable(package="moe_tf")
@@ -107,37 +103,23 @@ class MixtureOfExperts(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(num_experts, bool) or not isinstance(num_experts, int) or num_experts < 1:
-            raise ValueError(f"`num_experts` must be a positive integer; received num_experts={num_experts!r}.")
-        if k is not None:
-            _check_k(k, num_experts)
-        if capacity_factor is not None and (not _is_number(capacity_factor) or capacity_factor <= 0):
-            raise ValueError(
-                f"`capacity_factor` must be a number > 0, or None for no capacity limit; "
-                f"received capacity_factor={capacity_factor!r}."
-            )
-        if balance_loss not in BALANCE_LOSSES:
-            raise ValueError(f"`balance_loss` must be one of {BALANCE_LOSSES}; received balance_loss={balance_loss!r}.")
-        for arg, value in (("balance_loss_weight", balance_loss_weight), ("z_loss_weight", z_loss_weight)):
-            if not _is_number(value) or value < 0:
-                raise ValueError(f"`{arg}` must be a number >= 0; received {arg}={value!r}.")
-        if dispatch not in DISPATCHERS:
-            raise ValueError(f"`dispatch` must be one of {tuple(DISPATCHERS)}; received dispatch={dispatch!r}.")
-        self.num_experts = num_experts
-        self.expert_units = expert_units
-        self.k = k
-        self.capacity_factor = capacity_factor
-        self.output_units = output_units
-        self.balance_loss = balance_loss
-        self.balance_loss_weight = float(balance_loss_weight)
-        self.z_loss_weight = float(z_loss_weight)
-        self.dispatch = dispatch
+        self.num_experts = _checks.positive_int("num_experts", num_experts)
+        self.expert_units = _checks.positive_int("expert_units", expert_units)
+        self.k = None if k is None else _checks.top_k(k, self.num_experts)
+        self.capacity_factor = _checks.number(
+            "capacity_factor", capacity_factor, strict=True, allow_none=True, none_means=" for no capacity limit"
+        )
+        self.output_units = _checks.positive_int("output_units", output_units, allow_none=True)
+        self.balance_loss = _checks.one_of("balance_loss", balance_loss, BALANCE_LOSSES)
+        self.balance_loss_weight = _checks.number("balance_loss_weight", balance_loss_weight)
+        self.z_loss_weight = _checks.number("z_loss_weight", z_loss_weight)
+        self.dispatch = _checks.one_of("dispatch", dispatch, tuple(DISPATCHERS))
         self.seed = seed
         self.log_expert_load = bool(log_expert_load)
         self.supports_masking = True
         self.router = TopKRouter(
-            num_experts,
-            k=k,
+            self.num_experts,
+            k=self.k,
             noise=noise,
             noise_epsilon=noise_epsilon,
             renormalize=renormalize,
@@ -146,16 +128,16 @@ class MixtureOfExperts(keras.layers.Layer):
             name="router",
         )
         self.experts = Experts(
-            num_experts,
-            expert_units,
-            output_units=output_units,
+            self.num_experts,
+            self.expert_units,
+            output_units=self.output_units,
             activation=activation,
             use_bias=use_bias,
             kernel_initializer=kernel_initializer,
             dtype=self.dtype_policy,
             name="experts",
         )
-        self.routing_metrics = RoutingMetrics(num_experts, name=self.name, per_expert=self.log_expert_load)
+        self.routing_metrics = RoutingMetrics(self.num_experts, name=self.name, per_expert=self.log_expert_load)
 
     def build(self, input_shape):
         if len(input_shape) not in (2, 3):
@@ -187,7 +169,7 @@ class MixtureOfExperts(keras.layers.Layer):
         if self.capacity_factor is None:
             return num_tokens  # an expert can never receive more than T tokens
         capacity = expert_capacity(num_tokens, self.num_experts, self.k, self.capacity_factor)
-        if isinstance(capacity, int) and isinstance(num_tokens, int):
+        if _checks.is_int(capacity) and _checks.is_int(num_tokens):
             return max(1, min(capacity, num_tokens))
         return ops.maximum(1, ops.minimum(capacity, ops.cast(num_tokens, "int32")))
 

@@ -3,7 +3,8 @@
 import keras
 from keras import ops
 
-from moe_tf.routing import _check_k, softmax_gates, top_k_gates
+from moe_tf import _checks
+from moe_tf.routing import softmax_gates, top_k_gates
 
 NOISE_TYPES = ("none", "gaussian", "jitter")
 
@@ -73,19 +74,11 @@ class TopKRouter(keras.layers.Layer):
     ):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        if isinstance(num_experts, bool) or not isinstance(num_experts, int) or num_experts < 1:
-            raise ValueError(f"`num_experts` must be a positive integer; received num_experts={num_experts!r}.")
-        if k is not None:
-            _check_k(k, num_experts)
-        if noise not in NOISE_TYPES:
-            raise ValueError(f"`noise` must be one of {NOISE_TYPES}; received noise={noise!r}.")
-        if not isinstance(noise_epsilon, (int, float)) or noise_epsilon < 0:
-            raise ValueError(f"`noise_epsilon` must be a number >= 0; received noise_epsilon={noise_epsilon!r}.")
-        self.num_experts = num_experts
-        self.k = k
-        self.noise = noise
-        self.noise_epsilon = float(noise_epsilon)
-        self.renormalize = (k is not None and k > 1) if renormalize is None else bool(renormalize)
+        self.num_experts = _checks.positive_int("num_experts", num_experts)
+        self.k = None if k is None else _checks.top_k(k, self.num_experts)
+        self.noise = _checks.one_of("noise", noise, NOISE_TYPES)
+        self.noise_epsilon = _checks.number("noise_epsilon", noise_epsilon)
+        self.renormalize = (self.k is not None and self.k > 1) if renormalize is None else bool(renormalize)
         self.use_bias = use_bias
         if kernel_initializer is None:
             kernel_initializer = keras.initializers.VarianceScaling(
