@@ -98,10 +98,15 @@ def expert_capacity(num_tokens, num_experts, k, capacity_factor):
     # Exact rational arithmetic: cf = p / q, C = ceil(p * k * T / (q * E)).
     # Floats would add a slot the formula does not give: in float64
     # 1.1 * 2 * 200 / 8 = 55.00000000000001, whose ceil is 56, not 55.
-    ratio = Fraction(repr(capacity_factor)).limit_denominator(10**6)
-    p, q = ratio.numerator, ratio.denominator
+    ratio = Fraction(repr(capacity_factor))
     if _checks.is_int(num_tokens):
-        return -((-p * k * int(num_tokens)) // (q * num_experts))
+        return -((-ratio.numerator * k * int(num_tokens)) // (ratio.denominator * num_experts))
+    # Tensor path (batch size known only at run time): int64 arithmetic; a
+    # factor with more than ~9 significant digits is rounded to 6 so that
+    # p * k * T cannot overflow.
+    if ratio.numerator * k >= 2**31 or ratio.denominator * num_experts >= 2**31:
+        ratio = ratio.limit_denominator(10**6)
+    p, q = ratio.numerator, ratio.denominator
     tokens = ops.cast(num_tokens, "int64")
     capacity = ops.floor_divide(p * k * tokens + (q * num_experts - 1), q * num_experts)
     return ops.cast(capacity, "int32")

@@ -11,7 +11,9 @@ def _per_expert_initializer(initializer, num_experts):
 
     Calling e.g. Glorot on the 3-D shape would compute its fans over all
     experts (`fan_in = E * d`) and shrink every expert's weights by ~sqrt(E).
-    A seeded initializer gets seed + e for expert e, so experts differ.
+    Each expert gets a fresh copy of the initializer, so experts differ: an
+    unseeded Keras initializer repeats its values on every call, and a seeded
+    one gets seed + e for expert e (reproducible, and still distinct).
     """
     initializer = keras.initializers.get(initializer)
 
@@ -20,9 +22,9 @@ def _per_expert_initializer(initializer, num_experts):
         seed = config.get("seed")
         parts = []
         for e in range(num_experts):
-            one = initializer
             if _checks.is_int(seed):
-                one = initializer.__class__.from_config({**config, "seed": seed + e})
+                config = {**config, "seed": seed + e}
+            one = initializer.__class__.from_config(config)
             parts.append(one(shape[1:], dtype=dtype))
         return ops.stack(parts, axis=0)
 

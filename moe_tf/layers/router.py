@@ -105,12 +105,13 @@ class TopKRouter(keras.layers.Layer):
     def call(self, inputs, training=None):
         x = ops.cast(inputs, "float32")
         noise_stddev = None
-        if training and self.noise == "jitter" and self.noise_epsilon > 0:
-            x = x * keras.random.uniform(
-                ops.shape(x), 1.0 - self.noise_epsilon, 1.0 + self.noise_epsilon, seed=self.seed_generator
-            )
         clean_logits = self._project(x)  # [T, E]
         logits = clean_logits
+        if training and self.noise == "jitter" and self.noise_epsilon > 0:
+            jitter = keras.random.uniform(
+                ops.shape(x), 1.0 - self.noise_epsilon, 1.0 + self.noise_epsilon, seed=self.seed_generator
+            )
+            logits = self._project(x * jitter)
         if training and self.noise == "gaussian":
             noise_stddev = ops.softplus(ops.matmul(x, self.noise_kernel)) + self.noise_epsilon  # [T, E]
             logits = clean_logits + keras.random.normal(ops.shape(clean_logits), seed=self.seed_generator) * noise_stddev
