@@ -56,7 +56,25 @@ def top_k_gates(logits, k, renormalize=True):
     >>> idx  # [[1, 2]]; gates ~ [[0, 0.731, 0.269]]
     """
     num_experts = logits.shape[-1]
-    k = _checks.top_k(k, num_experts)
+    top_gates, indices = top_k_choices(logits, k, renormalize)  # [T, k], [T, k]
+    one_hot = ops.one_hot(indices, num_experts, dtype=top_gates.dtype)  # [T, k, E]
+    gates = ops.einsum("...k,...ke->...e", top_gates, one_hot)  # [T, E]
+    return gates, indices
+
+
+def top_k_choices(logits, k, renormalize=True):
+    """The compact form of `top_k_gates`: each token's k gates and experts.
+
+    Args:
+        logits: `[T, E]` router logits.
+        k: experts per token, `1 <= k <= E`.
+        renormalize: as in `top_k_gates`.
+
+    Returns:
+        `(top_gates, indices)`, both `[T, k]`: the gate of each chosen expert
+        (best first) and the expert's index (int32).
+    """
+    k = _checks.top_k(k, logits.shape[-1])
     logits = ops.convert_to_tensor(logits)
     top_logits, indices = ops.top_k(logits, k=k)  # [T, k], [T, k]
     indices = ops.cast(indices, "int32")
@@ -67,9 +85,7 @@ def top_k_gates(logits, k, renormalize=True):
     else:
         probs = ops.softmax(logits, axis=-1)  # [T, E]
         top_gates = ops.take_along_axis(probs, indices, axis=-1)  # [T, k]
-    one_hot = ops.one_hot(indices, num_experts, dtype=top_gates.dtype)  # [T, k, E]
-    gates = ops.einsum("tk,tke->te", top_gates, one_hot)  # [T, E]
-    return gates, indices
+    return top_gates, indices
 
 
 def expert_capacity(num_tokens, num_experts, k, capacity_factor):

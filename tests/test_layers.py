@@ -629,7 +629,7 @@ def test_mask_in_functional_model_after_embedding():
 def test_switch_balance_loss_value(k):
     E, weight = 4, 0.05
     x = rand(20, 5, seed=17) * 2
-    layer = MixtureOfExperts(E, 8, k=k, capacity_factor=1.0, balance_loss="switch", balance_loss_weight=weight)
+    layer = MixtureOfExperts(E, 8, k=k, capacity_factor=None if k is None else 1.0, balance_loss="switch", balance_loss_weight=weight)
     layer(x)
     values = loss_values(layer)
     assert len(values) == 1, f"expected exactly one (balance) loss, got {values}"
@@ -916,6 +916,11 @@ def test_jit_compile_fit_with_dynamic_last_batch(kwargs):
         (dict(balance_loss_weight=-1.0), r"`balance_loss_weight`.*received balance_loss_weight=-1"),
         (dict(z_loss_weight=-0.5), r"`z_loss_weight`.*received z_loss_weight=-0\.5"),
         (dict(num_experts=0), r"`num_experts`.*received num_experts=0\b"),
+        (dict(k=True), r"`k`.*received k=True"),
+        (dict(k=2, capacity_factor=float("nan")), r"`capacity_factor`.*received capacity_factor=nan"),
+        (dict(k=None, capacity_factor=1.25), r"`capacity_factor`.*sparse.*received capacity_factor=1\.25 with k=None"),
+        (dict(expert_units=0), r"`expert_units`.*received expert_units=0\b"),
+        (dict(output_units=-3), r"`output_units`.*received output_units=-3\b"),
     ],
 )
 def test_moe_rejects_bad_arguments(kwargs, pattern):

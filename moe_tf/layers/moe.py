@@ -47,8 +47,8 @@ class MixtureOfExperts(keras.layers.Layer):
         num_experts: E, the number of experts.
         expert_units: hidden width of each expert.
         k: experts per token; None for the dense mixture.
-        capacity_factor: float > 0, or None for no token dropping. Only
-            used when k is an integer.
+        capacity_factor: float > 0, or None for no token dropping. Needs an
+            integer k (a ValueError with the dense mixture).
         output_units: output width; defaults to the input width.
         activation: experts' hidden activation.
         noise: router noise, `"none"`, `"gaussian"` or `"jitter"`.
@@ -109,6 +109,12 @@ class MixtureOfExperts(keras.layers.Layer):
         self.capacity_factor = _checks.number(
             "capacity_factor", capacity_factor, strict=True, allow_none=True, none_means=" for no capacity limit"
         )
+        if self.k is None and self.capacity_factor is not None:
+            raise ValueError(
+                f"`capacity_factor` applies to sparse routing only (an integer `k`): the dense mixture "
+                f"(k=None) sends every token to every expert; received capacity_factor={capacity_factor!r} "
+                f"with k=None; pass k=1 or k=2 to use a capacity, or capacity_factor=None."
+            )
         self.output_units = _checks.positive_int("output_units", output_units, allow_none=True)
         self.balance_loss = _checks.one_of("balance_loss", balance_loss, BALANCE_LOSSES)
         self.balance_loss_weight = _checks.number("balance_loss_weight", balance_loss_weight)
@@ -210,7 +216,7 @@ class MixtureOfExperts(keras.layers.Layer):
             num_tokens = ops.shape(tokens)[0]
             capacity = self._capacity(num_tokens)
             positions, keep = capacity_positions(indices, E, capacity, token_mask)  # [T, k], [T, k]
-            weights = ops.take_along_axis(route["gates"], indices, axis=-1) * keep  # [T, k]
+            weights = route["top_gates"] * keep  # [T, k]
             outputs = DISPATCHERS[self.dispatch](tokens, indices, positions, weights, keep, self.experts, E, capacity)
             expert_mask = ops.one_hot(indices, E)  # [T, k, E], router choices before capacity
             if token_mask is not None:

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from moe_tf import _checks
-from moe_tf.routing import softmax_gates, top_k_gates
+from moe_tf.routing import softmax_gates, top_k_choices
 
 NOISE_TYPES = ("none", "gaussian", "jitter")
 
@@ -50,8 +50,9 @@ class TopKRouter(keras.layers.Layer):
         training: the ones routing used), `clean_logits` (without noise),
         `noise_stddev` (`[..., E]` for Gaussian noise in training, else
         None), `probs` (softmax of `logits`), `gates` (`[..., E]`, zero
-        outside the chosen experts) and `indices` (`[..., k]` int32, or None
-        when dense).
+        outside the chosen experts), and for top-k the same gates in compact
+        form: `top_gates` (`[..., k]`, best first) and `indices` (`[..., k]`
+        int32); both None when dense.
 
     Example:
     >>> router = TopKRouter(num_experts=8, k=2)
@@ -115,17 +116,20 @@ class TopKRouter(keras.layers.Layer):
         if training and self.noise == "gaussian":
             noise_stddev = ops.softplus(ops.matmul(x, self.noise_kernel)) + self.noise_epsilon  # [T, E]
             logits = clean_logits + keras.random.normal(ops.shape(clean_logits), seed=self.seed_generator) * noise_stddev
-        probs = softmax_gates(logits)
+        probs = softmax_gates(logits)  # [T, E]
         if self.k is None:
-            gates, indices = probs, None
+            gates, top_gates, indices = probs, None, None
         else:
-            gates, indices = top_k_gates(logits, self.k, renormalize=self.renormalize)
+            top_gates, indices = top_k_choices(logits, self.k, renormalize=self.renormalize)  # [T, k]
+            one_hot = ops.one_hot(indices, self.num_experts, dtype=top_gates.dtype)  # [T, k, E]
+            gates = ops.einsum("...k,...ke->...e", top_gates, one_hot)  # [T, E]
         return {
             "logits": logits,
             "clean_logits": clean_logits,
             "noise_stddev": noise_stddev,
             "probs": probs,
             "gates": gates,
+            "top_gates": top_gates,
             "indices": indices,
         }
 
@@ -139,6 +143,7 @@ class TopKRouter(keras.layers.Layer):
             "noise_stddev": None,
             "probs": spec(E),
             "gates": spec(E),
+            "top_gates": None if self.k is None else spec(self.k),
             "indices": None if self.k is None else spec(self.k, "int32"),
         }
 
