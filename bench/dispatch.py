@@ -8,6 +8,9 @@ Times one forward + backward step (`jit_compile=True`) of
 - a plain dense FFN whose hidden width is `k * expert_units`: the same active
   FLOPs per token as top-k routing at capacity factor 1.0 (a factor c > 1
   gives every expert c times more slots, hence c times more FLOPs),
+- the experts alone: the same E batched expert MLPs on pre-grouped tokens,
+  with no router and no dispatch, which separates the cost of routing from
+  the cost of running E small matmuls instead of one large one,
 
 for E in {4, 16, 64} and k in {1, 2}. The configurations of one table row are
 timed in turns (A, B, C, D, A, B, ...) so that a slow moment of a shared
@@ -36,14 +39,19 @@ SMALL_TOKENS = 256  # the memory baseline: same program, few tokens
 
 
 def make_layer(kind, num_experts, k, units, dim, capacity_factor):
-    """`kind`: "dense-moe", "gather", "einsum" (MixtureOfExperts) or "ffn"."""
+    """`kind`: "dense-moe", "gather", "einsum" (MixtureOfExperts), "experts" or "ffn"."""
     import keras
 
     from moe_tf import MixtureOfExperts
+    from moe_tf.layers import Experts
 
     keras.utils.set_random_seed(0)
     if kind == "ffn":
         return keras.Sequential([keras.layers.Dense(k * units, activation="relu"), keras.layers.Dense(dim)])
+    if kind == "experts":  # the experts' batched matmuls alone: perfectly balanced, no router, no dispatch
+        experts = Experts(num_experts, units)
+        group = lambda x: keras.ops.reshape(keras.ops.tile(x, (k, 1)), (num_experts, -1, dim))  # noqa: E731
+        return keras.Sequential([keras.layers.Lambda(group), experts])
     common = dict(num_experts=num_experts, expert_units=units, balance_loss="switch")
     if kind == "dense-moe":
         return MixtureOfExperts(**common)
@@ -156,8 +164,9 @@ def main(argv=None):
           f"(and {more_cf} in one column); FFN hidden = k*h.\n")
     x = tf.random.stateless_normal((args.tokens, args.dim), seed=(1, 2))
     header = (f"{'E':>3} {'k':>2} | {'dense MoE':>9} {'gather':>8} {f'gather@{more_cf}':>11} {'einsum':>8} "
-              f"{'FFN(k*h)':>8} | {'dense/gather':>12} {'gather/FFN':>10} {'einsum/gather':>13}")
-    print(f"{'':6} | {'step time, ms':^50} | {'ratios':^38}")
+              f"{'experts':>8} {'FFN(k*h)':>8} | {'dense/gather':>12} {'gather/FFN':>10} {'experts/FFN':>11} "
+              f"{'einsum/gather':>13}")
+    print(f"{'':6} | {'step time, ms':^59} | {'ratios':^50}")
     print(header)
     print("-" * len(header))
     rows = []
@@ -165,13 +174,14 @@ def main(argv=None):
         for k in (1, 2):
             spec = lambda kind, c=cf: (kind, num_experts, k, args.units, args.dim, c)  # noqa: E731
             configs = {"dense": spec("dense-moe", None), "gather": spec("gather"),
-                       "gather_more": spec("gather", more_cf), "einsum": spec("einsum"), "ffn": spec("ffn", None)}
+                       "gather_more": spec("gather", more_cf), "einsum": spec("einsum"),
+                       "experts": spec("experts", None), "ffn": spec("ffn", None)}
             t = time_row(configs, x, args.reps)
             rows.append(dict(E=num_experts, k=k, **t))
             ms = {name: f"{value * 1e3:.1f}" for name, value in t.items()}
             print(f"{num_experts:>3} {k:>2} | {ms['dense']:>9} {ms['gather']:>8} {ms['gather_more']:>11} "
-                  f"{ms['einsum']:>8} {ms['ffn']:>8} | {t['dense'] / t['gather']:11.1f}x "
-                  f"{t['gather'] / t['ffn']:9.2f}x {t['einsum'] / t['gather']:12.1f}x")
+                  f"{ms['einsum']:>8} {ms['experts']:>8} {ms['ffn']:>8} | {t['dense'] / t['gather']:11.1f}x "
+                  f"{t['gather'] / t['ffn']:9.2f}x {t['experts'] / t['ffn']:10.2f}x {t['einsum'] / t['gather']:12.1f}x")
 
     E_mem, k_mem = experts_grid[-1], 2
     print(f"\nMemory of one training step at T={args.memory_tokens} tokens, E={E_mem}, k={k_mem}, capacity factor "
@@ -193,7 +203,8 @@ def main(argv=None):
           f"(target >= {E_mem // 4}x; the FLOP ratio is E/k = {E_mem // 2}x)")
     worst = max(r["gather"] / r["ffn"] for r in rows)
     print(f"  sparse (gather) vs the dense FFN with the same active FLOPs: at most {worst:.2f}x over all rows "
-          f"(target <= 1.5x)")
+          f"(target <= 1.5x); the experts' matmuls alone account for up to "
+          f"{max(r['experts'] / r['ffn'] for r in rows):.2f}x")
     print(f"  gather / einsum dispatch memory at {args.memory_tokens} tokens: "
           f"{memory['gather'] / memory['einsum']:.1%} (target <= 10%)")
 

@@ -21,6 +21,8 @@ from keras import ops
 
 from moe_tf import Experts, MixtureOfExperts, TopKRouter
 
+from _helpers import np_softmax, rand
+
 PROPERTY = settings(
     max_examples=20,
     deadline=None,
@@ -46,14 +48,8 @@ def mixed_float16():
         keras.mixed_precision.set_global_policy("float32")
 
 
-def rand(*shape, seed=0, low=-1.0, high=1.0):
-    return np.random.default_rng(seed).uniform(low, high, size=shape).astype("float32")
 
 
-def np_softmax(z):
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def np_experts(experts, tokens):
@@ -725,6 +721,16 @@ def _all_finite(layer, y):
         assert np.isfinite(float(value)), f"non-finite routing metric {key}"
 
 
+def _assert_finite_step(layer, x, training):
+    """One forward + backward pass: outputs, losses, metrics and gradients all finite."""
+    with tf.GradientTape() as tape:
+        y = layer(x, training=training)
+        loss = ops.sum(ops.square(y)) + ops.sum(layer.losses)
+    _all_finite(layer, y)
+    for g in tape.gradient(loss, layer.trainable_weights):
+        assert g is None or np.all(np.isfinite(ops.convert_to_numpy(g))), "non-finite gradient"
+
+
 ROBUST_CONFIGS = [
     dict(k=None, balance_loss="switch"),
     dict(k=None, balance_loss="shazeer"),
@@ -740,12 +746,7 @@ def test_equal_router_logits_are_finite(kwargs, training):
     x = rand(2, 6, 5, seed=22)
     layer(x)
     layer.router.kernel.assign(np.zeros(layer.router.kernel.shape, "float32"))
-    with tf.GradientTape() as tape:
-        y = layer(x, training=training)
-        loss = ops.sum(ops.square(y)) + ops.sum(layer.losses)
-    _all_finite(layer, y)
-    for g in tape.gradient(loss, layer.trainable_weights):
-        assert g is None or np.all(np.isfinite(ops.convert_to_numpy(g))), "non-finite gradient"
+    _assert_finite_step(layer, x, training)
 
 
 @pytest.mark.parametrize("kwargs", ROBUST_CONFIGS)
@@ -756,12 +757,7 @@ def test_huge_router_logits_are_finite(kwargs):
     layer.router.kernel.assign(np.random.default_rng(0).normal(size=layer.router.kernel.shape).astype("float32") * 1e4)
     logits = ops.convert_to_numpy(layer.router(x.reshape(-1, 5))["logits"])
     assert np.abs(logits).max() > 5e3, "test setup should give logits ~ 1e4"
-    with tf.GradientTape() as tape:
-        y = layer(x, training=True)
-        loss = ops.sum(ops.square(y)) + ops.sum(layer.losses)
-    _all_finite(layer, y)
-    for g in tape.gradient(loss, layer.trainable_weights):
-        assert g is None or np.all(np.isfinite(ops.convert_to_numpy(g))), "non-finite gradient"
+    _assert_finite_step(layer, x, training=True)
 
 
 @pytest.mark.parametrize("kwargs", ROBUST_CONFIGS)

@@ -10,15 +10,13 @@ from hypothesis import strategies as st
 
 from moe_tf.losses import cv_squared, importance_loss, load_loss, router_z_loss, switch_balance_loss
 
+from _helpers import np_softmax
+
 
 
 # --------------------------------------------------------------------------- numpy references
 
 
-def np_softmax(x):
-    x = np.asarray(x, np.float64)
-    z = np.exp(x - x.max(-1, keepdims=True))
-    return z / z.sum(-1, keepdims=True)
 
 
 def np_logsumexp(x):

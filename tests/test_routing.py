@@ -6,22 +6,19 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import tensorflow as tf
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from moe_tf.routing import capacity_positions, expert_capacity, softmax_gates, top_k_gates
 
-# top_k_gates(k=1) triggers a Keras warning on every call (see test_top1_gates_emit_no_warning).
+from _helpers import np_softmax
+
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def np_softmax(x, axis=-1):
-    x = np.asarray(x, np.float64)
-    z = np.exp(x - x.max(axis=axis, keepdims=True))
-    return z / z.sum(axis=axis, keepdims=True)
 
 
 @st.composite

@@ -14,6 +14,8 @@ import pytest
 
 from moe_tf import MixtureOfExperts, RoutingStats
 
+from _helpers import np_softmax, rand
+
 S, D = 3, 5
 
 
@@ -22,14 +24,8 @@ def _seed():
     keras.utils.set_random_seed(4321)
 
 
-def rand(*shape, seed=0, low=-1.0, high=1.0):
-    return np.random.default_rng(seed).uniform(low, high, size=shape).astype("float32")
 
 
-def np_softmax(z):
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def build_model(num_experts=4, k=2, capacity_factor=1.0, balance_loss="switch", names=("moe",), lr=0.0, **kwargs):
