@@ -157,6 +157,7 @@ def main(argv=None):
         experts_grid, args.tokens, args.reps, args.memory_tokens = (4, 16), 1024, 5, 2048
     import tensorflow as tf
 
+    tf.get_logger().setLevel("ERROR")  # one tf.function per configuration is on purpose, not a retracing bug
     cf, more_cf = args.capacity_factor, 1.25
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores, jit_compile=True. "
           f"T={args.tokens} tokens, d={args.dim}, expert hidden h={args.units}.")
