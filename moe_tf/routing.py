@@ -10,7 +10,6 @@ Shapes used throughout (tokens are flattened: `T = batch * seq`):
     indices     [T, k]   chosen experts, best first
 """
 
-import math
 from fractions import Fraction
 
 from keras import ops
