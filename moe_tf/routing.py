@@ -54,11 +54,14 @@ def top_k_gates(logits, k, renormalize=True):
     >>> gates, idx = top_k_gates(np.array([[1.0, 3.0, 2.0]]), k=2)
     >>> idx  # [[1, 2]]; gates ~ [[0, 0.731, 0.269]]
     """
-    num_experts = logits.shape[-1]
     top_gates, indices = top_k_choices(logits, k, renormalize)  # [T, k], [T, k]
+    return scatter_gates(top_gates, indices, logits.shape[-1]), indices
+
+
+def scatter_gates(top_gates, indices, num_experts):
+    """Spreads compact `[T, k]` gates into `[T, E]`, zero outside the chosen experts."""
     one_hot = ops.one_hot(indices, num_experts, dtype=top_gates.dtype)  # [T, k, E]
-    gates = ops.einsum("...k,...ke->...e", top_gates, one_hot)  # [T, E]
-    return gates, indices
+    return ops.einsum("...k,...ke->...e", top_gates, one_hot)  # [T, E]
 
 
 def top_k_choices(logits, k, renormalize=True):
@@ -107,9 +110,7 @@ def expert_capacity(num_tokens, num_experts, k, capacity_factor):
     >>> expert_capacity(num_tokens=1024, num_experts=8, k=2, capacity_factor=1.25)
     320
     """
-    capacity_factor = _checks.number(
-        "capacity_factor", capacity_factor, strict=True, allow_none=False
-    )
+    capacity_factor = _checks.number("capacity_factor", capacity_factor, strict=True)
     # Exact rational arithmetic: cf = p / q, C = ceil(p * k * T / (q * E)).
     # Floats would add a slot the formula does not give: in float64
     # 1.1 * 2 * 200 / 8 = 55.00000000000001, whose ceil is 56, not 55.

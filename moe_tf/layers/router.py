@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from moe_tf import _checks
-from moe_tf.routing import softmax_gates, top_k_choices
+from moe_tf.routing import scatter_gates, softmax_gates, top_k_choices
 
 NOISE_TYPES = ("none", "gaussian", "jitter")
 
@@ -121,8 +121,7 @@ class TopKRouter(keras.layers.Layer):
             gates, top_gates, indices = probs, None, None
         else:
             top_gates, indices = top_k_choices(logits, self.k, renormalize=self.renormalize)  # [T, k]
-            one_hot = ops.one_hot(indices, self.num_experts, dtype=top_gates.dtype)  # [T, k, E]
-            gates = ops.einsum("...k,...ke->...e", top_gates, one_hot)  # [T, E]
+            gates = scatter_gates(top_gates, indices, self.num_experts)  # [T, E]
         return {
             "logits": logits,
             "clean_logits": clean_logits,
