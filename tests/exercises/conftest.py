@@ -50,8 +50,10 @@ def load_exercise(config: pytest.Config, name: str):
             sys.path.insert(0, folder)
         try:
             spec.loader.exec_module(module)
-        except Exception as err:  # a syntax error or a crash at import time fails every test of the exercise
-            _CACHE[key] = err
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:  # noqa: BLE001 - a syntax error, a crash or sys.exit() at import time
+            _CACHE[key] = err  # fails every test of the exercise (and leaves pytest's fixtures intact)
         else:
             _CACHE[key] = module
     module = _CACHE[key]
@@ -71,6 +73,9 @@ def ex(request):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "points(n): how many points the test is worth when it passes")
+    config.addinivalue_line(
+        "markers", "timeout_s(s): the test's time limit under moe-grade, in seconds (default 10; "
+                   "points(n, timeout_s=s) works too)")
 
 
 def pytest_collection_modifyitems(config, items):
