@@ -347,6 +347,30 @@ def test_ngrams_view_normalized_and_batched(data_dir):
     assert not np.array_equal(np.concatenate(train_x), dense_train)
 
 
+def test_ngrams_view_nb_weighting_uses_training_labels_only(data_dir):
+    data = load_imdb("ngrams", validation_size=10, ngrams=1, weighting="nb", normalize=False)
+    texts = load_imdb_text(validation_size=10)
+    vocab = data.vectorizer.get_vocabulary()
+    # r_j by hand for one word, from the training reviews' labels only (alpha = 1).
+    word = "film"
+    j = vocab.index(word)
+    counts = np.asarray(data.vectorizer(texts.train[0])) > 0  # [N, V] presence
+    y = texts.train[1]
+    p = 1 + counts[y == 1].sum(axis=0)
+    q = 1 + counts[y == 0].sum(axis=0)
+    r = np.log((p / p.sum()) / (q / q.sum()))
+    x_test = tf.sparse.to_dense(data.test[0]).numpy()
+    present = np.asarray(data.vectorizer(texts.test[0])) > 0
+    np.testing.assert_allclose(x_test[present], np.broadcast_to(r, x_test.shape)[present], rtol=1e-5)
+    assert np.all(x_test[~present] == 0)  # absent n-grams stay 0 (binarised, not counts)
+    assert x_test[0, j] == pytest.approx(r[j], rel=1e-5)
+    # (r computed by hand from the training labels alone matches, so val/test labels play no part.)
+    normed = load_imdb("ngrams", validation_size=10, ngrams=1, weighting="nb")
+    np.testing.assert_allclose(np.linalg.norm(tf.sparse.to_dense(normed.val[0]).numpy(), axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="weighting"):
+        load_imdb("ngrams", weighting="bm25")
+
+
 # --------------------------------------------------------------------------- data folder errors
 
 

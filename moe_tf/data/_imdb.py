@@ -13,6 +13,7 @@ from moe_tf.data._mnist import to_dataset
 NGRAM_MAX_TOKENS = 100_000
 SEQUENCE_MAX_TOKENS = 20_000
 VIEWS = ("ngrams", "sequence")
+WEIGHTINGS = ("tfidf", "nb")
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _VECTORIZE_CHUNK = 512
 
@@ -64,7 +65,8 @@ def load_imdb_text(*, validation_size=2500, train_size=None, test_size=None, see
 
 
 def load_imdb(view="ngrams", *, validation_size=2500, train_size=None, test_size=None, seed=0, max_tokens=None,
-              ngrams=2, sequence_length=256, as_dataset=False, batch_size=64, normalize=True, data_dir=None):
+              ngrams=2, sequence_length=256, as_dataset=False, batch_size=64, normalize=True, weighting="tfidf",
+              data_dir=None):
     """IMDB reviews, vectorised by a `keras.layers.TextVectorization` adapted on the training split only.
 
     Splits are those of `load_imdb_text` (same arguments, same seed). The vectorizer never
@@ -79,6 +81,11 @@ def load_imdb(view="ngrams", *, validation_size=2500, train_size=None, test_size
             matrix would take 10 GB); densify slices with `tf.sparse.to_dense` or use `as_dataset=True`,
             which yields dense float32 `[batch, vocabulary_size]` batches gathered from the sparse
             matrix (the texts are tokenised once, here, not every epoch).
+            With `weighting="nb"` the values are not tf-idf but Naive-Bayes log-count ratios
+            (Wang & Manning 2012, "Baselines and Bigrams"): an n-gram present in a review gets
+            `r_j = log((p_j/|p|_1) / (q_j/|q|_1))`, with `p = 1 + ` the number of positive training
+            reviews that contain it and `q` likewise for negative ones; absent n-grams are 0. `r` is
+            computed from the training split's labels only, then rows are L2-normalised as above.
         "sequence": token ids, `output_mode="int"`, the `max_tokens` most frequent words (default 20,000,
             including 0 = padding and 1 = out-of-vocabulary), truncated or padded with 0 at the end to
             `sequence_length`. `x` is int32 `[N, sequence_length]`; `padding_mask(x)` marks the real tokens.
@@ -93,6 +100,8 @@ def load_imdb(view="ngrams", *, validation_size=2500, train_size=None, test_size
         as_dataset: return `tf.data.Dataset`s of `(x, y)` batches; train is shuffled every epoch.
         batch_size: batch size of the datasets.
         normalize: L2-normalise the rows of the "ngrams" view.
+        weighting: values of the "ngrams" view: "tfidf" (default) or "nb" (Naive-Bayes log-count
+            ratios of the n-grams present, from the training labels only; see above).
 
     Returns:
         `ImdbData(train, val, test, vectorizer, vocabulary_size)`; `y` is int64 (0 negative, 1 positive).
@@ -116,6 +125,7 @@ def load_imdb(view="ngrams", *, validation_size=2500, train_size=None, test_size
         check_batch_size(batch_size)
     if not isinstance(normalize, bool):
         raise ValueError(f"`normalize` must be True or False; received normalize={normalize!r}.")  # noqa: TRY004
+    _checks.one_of("weighting", weighting, WEIGHTINGS)
 
     text = load_imdb_text(validation_size=validation_size, train_size=train_size, test_size=test_size, seed=seed,
                           data_dir=data_dir)
@@ -129,9 +139,14 @@ def load_imdb(view="ngrams", *, validation_size=2500, train_size=None, test_size
     vocabulary_size = int(vectorizer.vocabulary_size())
 
     splits = []
+    ratios = None
     for i, (x_text, y) in enumerate(text):
         if view == "ngrams":
-            x = _tfidf_matrix(vectorizer, x_text, vocabulary_size, normalize)
+            x = _tfidf_matrix(vectorizer, x_text, vocabulary_size, normalize and weighting == "tfidf")
+            if weighting == "nb":
+                if ratios is None:  # the first split is train: the ratios never see val or test labels
+                    ratios = nb_log_count_ratios(x, y, vocabulary_size)
+                x = _nb_matrix(x, ratios, normalize)
             splits.append(_sparse_dataset(x, y, batch_size, i == 0, seed) if as_dataset else (x, y))
         else:
             x = _token_matrix(vectorizer, x_text, sequence_length)
@@ -209,6 +224,38 @@ def _tfidf_matrix(vectorizer, texts, vocabulary_size, normalize):
         values = (values / norms[rows]).astype(np.float32)
     indices = np.stack([rows, cols], axis=1).astype(np.int64)
     return tf.SparseTensor(indices, values, dense_shape=[len(texts), vocabulary_size])
+
+
+def nb_log_count_ratios(x, y, vocabulary_size, alpha=1.0):
+    """Naive-Bayes log-count ratios `r = log((p/|p|_1) / (q/|q|_1))` of binarised features.
+
+    Args:
+        x: `tf.SparseTensor` `[N, V]`; a stored entry means "the feature is present".
+        y: `[N]` labels, 1 positive, 0 negative.
+        vocabulary_size: V.
+        alpha: smoothing count added to every feature (Wang & Manning use 1).
+
+    Returns:
+        float32 `[V]`: positive for features more frequent in positive reviews.
+    """
+    rows, cols = np.asarray(x.indices).T
+    positive = np.asarray(y)[rows] == 1
+    p = alpha + np.bincount(cols[positive], minlength=vocabulary_size)
+    q = alpha + np.bincount(cols[~positive], minlength=vocabulary_size)
+    return np.log((p / p.sum()) / (q / q.sum())).astype(np.float32)
+
+
+def _nb_matrix(x, ratios, normalize):
+    """Replaces the stored values of `x` by the ratios of their columns (binarise, then scale)."""
+    import tensorflow as tf
+
+    indices = np.asarray(x.indices)
+    rows, cols = indices.T
+    values = ratios[cols]
+    if normalize and len(values):
+        norms = np.sqrt(np.bincount(rows, weights=values.astype(np.float64) ** 2, minlength=int(x.dense_shape[0])))
+        values = (values / np.maximum(norms[rows], 1e-12)).astype(np.float32)
+    return tf.SparseTensor(indices, values, dense_shape=x.dense_shape)
 
 
 def _sparse_dataset(x, y, batch_size, shuffle, seed):
