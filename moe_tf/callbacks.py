@@ -41,9 +41,10 @@ class RoutingStats(keras.callbacks.Callback):
         self._writer = None
 
     def _moe_layers(self):
+        from moe_tf.layers.linear_moe import LinearExpertsMoE
         from moe_tf.layers.moe import MixtureOfExperts
 
-        return [layer for layer in self.model._flatten_layers() if isinstance(layer, MixtureOfExperts)]
+        return [layer for layer in self.model._flatten_layers() if isinstance(layer, (MixtureOfExperts, LinearExpertsMoE))]
 
     def _read(self):
         return {layer.name: ops.convert_to_numpy(layer.routing_metrics.expert_load()) for layer in self._layers}
@@ -51,7 +52,7 @@ class RoutingStats(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._layers = self._moe_layers()
         if not self._layers:
-            raise ValueError("RoutingStats found no MixtureOfExperts layer in the model.")
+            raise ValueError("RoutingStats found no MixtureOfExperts or LinearExpertsMoE layer in the model.")
         for layer in self._layers:
             self.history.setdefault(layer.name, [])
             self.val_history.setdefault(layer.name, [])

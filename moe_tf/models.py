@@ -1,0 +1,331 @@
+"""Model builders for the training comparison, and their parameter and FLOP accounting.
+
+Four models share one skeleton, so that only the feed-forward block differs:
+
+    inputs -> Dense(width, relu) -> Dropout -> h
+    h -> h + Dropout(block(h))               (a residual feed-forward block)
+    h -> Dense(num_classes)                  (logits)
+
+`block` is
+
+- `"dense"`: one feed-forward network `width -> expert_units -> width` (relu).
+  It is exactly one expert path: the same shapes and the same FLOPs as a
+  single expert, so it matches a k=1 (Switch) model's active compute minus the
+  router's `width * E` multiply-adds, and is half the expert compute of top-2.
+- `"dense-moe"`: the 1991 softmax mixture (`k=None`): every expert runs on
+  every example and the outputs are mixed by softmax gates.
+- `"topk-moe"`: sparse top-k (default k=2, Shazeer et al. 2017 / GShard),
+  noisy gating (learned Gaussian noise by default), a capacity factor and a
+  Switch (or Shazeer) balance loss.
+- `"switch"`: top-1 with capacity factor 1.25 and the Switch balance loss
+  with weight 1e-2 (Fedus et al. 2021), multiplicative jitter noise.
+
+The residual connection matters for sparse models: an example whose expert
+slots are all over capacity gets 0 from the MoE block and still passes `h`
+on to the classifier.
+
+Accounting (`model_cost`) walks the built model's layers:
+
+- **total parameters**: every weight (`model.count_params()`).
+- **active parameters per example**: the weights one example's inference
+  forward pass reads. For a `MixtureOfExperts` that is the router (always)
+  plus k of the E experts (all E for the dense mixture). The Gaussian noise
+  kernel of a noisy router is only used in training and is not counted.
+- **active FLOPs per example**: 2 × the multiply-adds of the matrix
+  multiplications of one inference forward pass (a `d -> u` Dense is
+  `2·d·u`). Biases, activations, softmax, top-k, dropout, residual adds and
+  the gate-weighted sum are not counted (each is O(width), not O(width²)).
+  For top-k this is the algorithmic cost of k expert paths; the capacity
+  buffer of the gather dispatch actually computes `E·C ≈ capacity_factor·k`
+  paths per token, padding included.
+"""
+
+import math
+
+import keras
+
+from moe_tf import _checks
+from moe_tf.layers.linear_moe import LinearExpertsMoE
+from moe_tf.layers.moe import MixtureOfExperts
+
+MODELS = ("dense", "dense-moe", "topk-moe", "switch")
+BALANCE_LOSSES = ("switch", "shazeer", "none")
+NOISE_TYPES = ("none", "gaussian", "jitter")
+
+
+def build_model(
+    model,
+    input_dim,
+    num_classes,
+    *,
+    width=256,
+    expert_units=256,
+    num_experts=8,
+    k=2,
+    capacity_factor=1.25,
+    balance_loss="switch",
+    balance_loss_weight=1e-2,
+    z_loss_weight=1e-3,
+    noise="gaussian",
+    dropout=0.2,
+    input_dropout=0.0,
+    seed=0,
+    sparse_inputs=False,
+    dispatch="gather",
+):
+    """Builds one of the comparison models (not compiled).
+
+    Args:
+        model: `"dense"`, `"dense-moe"`, `"topk-moe"` or `"switch"` (see the module docstring).
+        input_dim: number of input features (784 for flattened MNIST).
+        num_classes: number of output logits.
+        width: width `d` of the residual stream (the first Dense layer's units).
+        expert_units: hidden width `h` of each expert, and of the dense model's block.
+        num_experts: E, for the MoE models.
+        k: experts per example for `"topk-moe"` (`"switch"` always uses 1, `"dense-moe"` all E).
+        capacity_factor: capacity factor of `"topk-moe"` and `"switch"`; None for no dropping.
+        balance_loss: `"switch"`, `"shazeer"` or `"none"` for `"topk-moe"` (`"switch"` always
+            uses the Switch loss; `"dense-moe"` trains none, as in 1991, but logs its value).
+        balance_loss_weight: α of the balance loss (`"switch"` always uses 1e-2).
+        z_loss_weight: router z-loss weight of the sparse models (ST-MoE: 1e-3).
+        noise: router noise of `"topk-moe"`: `"gaussian"` (noisy top-k with a learned noise
+            scale, Shazeer et al. 2017; the Shazeer load loss needs it), `"jitter"` or `"none"`.
+            `"switch"` always uses jitter, `"dense-moe"` none.
+        dropout: dropout rate after the first layer and on the block's output.
+        input_dropout: dropout rate on the inputs (useful for sparse bag-of-n-gram inputs).
+        seed: seed of the dropout, the router noise and the initializers.
+        sparse_inputs: the inputs are `tf.SparseTensor`s (tf-idf n-grams).
+        dispatch: dispatch of the sparse models, `"gather"` or `"einsum"` (see `moe_tf.dispatch`).
+
+    Returns:
+        An uncompiled `keras.Model` named after `model`; its MoE layer is named `"moe"`.
+
+    Example:
+    >>> m = build_model("topk-moe", 784, 10, num_experts=8, k=2)
+    >>> model_cost(m)["active_flops"] < model_cost(build_model("dense-moe", 784, 10))["active_flops"]
+    True
+    """
+    _checks.one_of("model", model, MODELS)
+    input_dim = _checks.positive_int("input_dim", input_dim)
+    num_classes = _checks.positive_int("num_classes", num_classes)
+    width = _checks.positive_int("width", width)
+    expert_units = _checks.positive_int("expert_units", expert_units)
+    num_experts = _checks.positive_int("num_experts", num_experts)
+    _checks.number("dropout", dropout)
+    if dropout >= 1:
+        raise ValueError(f"`dropout` must be in [0, 1); received dropout={dropout!r}.")
+    if input_dropout < 0 or input_dropout >= 1:
+        raise ValueError(f"`input_dropout` must be in [0, 1); received input_dropout={input_dropout!r}.")
+    balance_loss = _checks.one_of("balance_loss", balance_loss, BALANCE_LOSSES + (None,))
+    _checks.one_of("noise", noise, NOISE_TYPES)
+
+    init = lambda offset: keras.initializers.GlorotUniform(seed=seed + offset)
+    inputs = keras.Input((input_dim,), sparse=sparse_inputs, name="inputs")
+    x = inputs
+    if input_dropout > 0:
+        x = keras.layers.Dropout(input_dropout, seed=seed + 1, name="input_dropout")(x)
+    h = keras.layers.Dense(width, activation="relu", kernel_initializer=init(2), name="embed")(x)
+    h = keras.layers.Dropout(dropout, seed=seed + 3, name="embed_dropout")(h)
+
+    if model == "dense":
+        block = keras.Sequential(
+            [
+                keras.layers.Dense(expert_units, activation="relu", kernel_initializer=init(4), name="ffn_hidden"),
+                keras.layers.Dense(width, kernel_initializer=init(5), name="ffn_output"),
+            ],
+            name="ffn",
+        )
+    else:
+        common = dict(
+            num_experts=num_experts,
+            expert_units=expert_units,
+            kernel_initializer=init(100),  # expert e gets seed + 100 + e
+            seed=seed + 6,
+            dispatch=dispatch,
+            name="moe",
+        )
+        if model == "dense-moe":
+            block = MixtureOfExperts(k=None, balance_loss=None, **common)
+        elif model == "switch":
+            block = MixtureOfExperts(
+                k=1,
+                capacity_factor=capacity_factor,
+                noise="jitter",
+                balance_loss="switch",
+                balance_loss_weight=1e-2,
+                z_loss_weight=z_loss_weight,
+                **common,
+            )
+        else:
+            k = _checks.top_k(k, num_experts)
+            loss = None if balance_loss in (None, "none") else balance_loss
+            block = MixtureOfExperts(
+                k=k,
+                capacity_factor=capacity_factor,
+                noise=noise,
+                balance_loss=loss,
+                balance_loss_weight=balance_loss_weight,
+                z_loss_weight=z_loss_weight,
+                **common,
+            )
+    update = keras.layers.Dropout(dropout, seed=seed + 7, name="block_dropout")(block(h))
+    h = keras.layers.Add(name="residual")([h, update])
+    outputs = keras.layers.Dense(num_classes, kernel_initializer=init(8), name="classifier")(h)
+    return keras.Model(inputs, outputs, name=model.replace("-", "_"))
+
+
+# -- accounting ---------------------------------------------------------------
+
+
+def build_ngram_model(model, input_dim, num_classes, *, num_experts=8, k=2, capacity_factor=1.25, seed=0):
+    """Builds one of the IMDB comparison models on a bag of n-grams (not compiled).
+
+    On a 100,000-wide bag of n-grams a dense bottleneck followed by a
+    `MixtureOfExperts` memorises the 22,500 training reviews within an epoch,
+    so the n-gram models are mixtures of *linear* experts
+    (`moe_tf.layers.LinearExpertsMoE`), the 1991 construction with one
+    logistic regression per expert:
+
+    - `"dense"`: one linear classifier (logistic regression: one expert);
+    - `"dense-moe"`: softmax mixture of all E linear experts, no balance loss;
+    - `"topk-moe"`: top-k of E (default top-2 of 8), capacity factor, Switch loss 1e-2;
+    - `"switch"`: top-1 of E, capacity factor (1.25), Switch loss 1e-2.
+
+    Args:
+        model: `"dense"`, `"dense-moe"`, `"topk-moe"` or `"switch"`.
+        input_dim: number of n-gram features.
+        num_classes: number of output logits (2 for IMDB).
+        num_experts: E.
+        k: experts per review for `"topk-moe"`.
+        capacity_factor: capacity factor of `"topk-moe"` and `"switch"` (None: no dropping).
+        seed: initializer and router seed.
+
+    Returns:
+        An uncompiled `keras.Model`; its MoE layer is named `"moe"`.
+
+    Example:
+    >>> m = build_ngram_model("topk-moe", 1000, 2)
+    >>> model_cost(m)["total_params"]  # router 1000*8 + 8 experts * (1000*2 + 2)
+    24016
+    """
+    _checks.one_of("model", model, MODELS)
+    input_dim = _checks.positive_int("input_dim", input_dim)
+    num_classes = _checks.positive_int("num_classes", num_classes)
+    num_experts = _checks.positive_int("num_experts", num_experts)
+    inputs = keras.Input((input_dim,), name="inputs")
+    init = keras.initializers.GlorotUniform(seed=seed)
+    if model == "dense":
+        outputs = keras.layers.Dense(num_classes, kernel_initializer=init, name="classifier")(inputs)
+    else:
+        if model == "dense-moe":
+            options = dict(k=None, balance_loss=None)
+        elif model == "switch":
+            options = dict(k=1, capacity_factor=capacity_factor, balance_loss="switch")
+        else:
+            options = dict(k=_checks.top_k(k, num_experts), capacity_factor=capacity_factor, balance_loss="switch")
+        layer = LinearExpertsMoE(num_experts, num_classes, kernel_initializer=init, seed=seed, name="moe", **options)
+        outputs = layer(inputs)
+    return keras.Model(inputs, outputs, name=model.replace("-", "_"))
+
+
+def _linear_moe_cost(layer):
+    d, E = layer.router.kernel.shape
+    units = layer.units
+    per_expert = d * units + (units if layer.use_bias else 0)
+    router_active = d * E + (E if layer.router.use_bias else 0)
+    router_total = router_active + (d * E if layer.router.noise == "gaussian" else 0)
+    active_experts = E if layer.k is None else layer.k
+    total = router_total + E * per_expert
+    active = router_active + active_experts * per_expert
+    return total, active, 2 * (d * E + active_experts * d * units)
+
+
+def _tokens_per_example(layer):
+    """How many times a layer runs per example: 1 for `[batch, dim]`, L for `[batch, L, dim]`."""
+    shape = tuple(layer.input.shape)
+    inner = shape[1:-1]
+    if any(n is None for n in inner):
+        raise ValueError(
+            f"Cannot count FLOPs of layer {layer.name!r}: its input shape {shape} has an unknown "
+            f"sequence length; build the model with a fixed length."
+        )
+    return math.prod(inner) if inner else 1
+
+
+def _dense_cost(layer):
+    d_in, units = layer.kernel.shape
+    params = d_in * units + (units if layer.use_bias else 0)
+    return params, params, 2 * d_in * units * _tokens_per_example(layer)
+
+
+def _moe_cost(layer):
+    router, experts = layer.router, layer.experts
+    d, E = router.kernel.shape
+    h = experts.units
+    d_out = experts.output_kernel.shape[-1]
+    per_expert = d * h + h * d_out + ((h + d_out) if experts.use_bias else 0)
+    router_active = d * E + (E if router.use_bias else 0)
+    router_total = router_active + (d * E if router.noise == "gaussian" else 0)
+    active_experts = E if layer.k is None else layer.k
+    total = router_total + E * per_expert
+    active = router_active + active_experts * per_expert
+    flops = 2 * (d * E + active_experts * (d * h + h * d_out)) * _tokens_per_example(layer)
+    return total, active, flops
+
+
+_NORMALIZATION = (keras.layers.LayerNormalization, keras.layers.BatchNormalization)
+
+
+def _layer_costs(layer):
+    """(total params, active params, active FLOPs) of one layer, recursing into nested models."""
+    if isinstance(layer, MixtureOfExperts):
+        return _moe_cost(layer)
+    if isinstance(layer, LinearExpertsMoE):
+        return _linear_moe_cost(layer)
+    if isinstance(layer, keras.layers.Dense):
+        return _dense_cost(layer)
+    if isinstance(layer, keras.Model):  # Sequential / Functional blocks
+        parts = [_layer_costs(sub) for sub in layer.layers]
+        return tuple(sum(p[i] for p in parts) for i in range(3))
+    n = sum(math.prod(w.shape) for w in layer.weights)
+    if n == 0:  # Input, Dropout, Add, Activation, ...: no weights, no matmul
+        return 0, 0, 0
+    if isinstance(layer, _NORMALIZATION):  # elementwise: active weights, no matmul FLOPs
+        return n, n, 0
+    raise ValueError(
+        f"`model_cost` cannot account for layer {layer.name!r} of type {type(layer).__name__}; "
+        f"supported layers with weights: Dense, MixtureOfExperts, LayerNormalization, BatchNormalization."
+    )
+
+
+def model_cost(model):
+    """Total parameters, active parameters and active FLOPs per example of a built model.
+
+    Conventions are in the module docstring: FLOPs = 2 × matmul multiply-adds of
+    one inference forward pass; a `MixtureOfExperts` layer counts its router and
+    k of its E experts as active (all E when `k=None`).
+
+    Args:
+        model: a built functional `keras.Model` made of `Dense`, `MixtureOfExperts`,
+            normalization and weight-free layers (nested models are walked).
+
+    Returns:
+        A dict of ints: `total_params`, `active_params`, `active_flops`.
+
+    Example:
+    >>> m = build_model("dense", 784, 10, width=256, expert_units=256)
+    >>> model_cost(m)
+    {'total_params': 335114, 'active_params': 335114, 'active_flops': 668672}
+    """
+    if not model.built:
+        raise ValueError(f"`model` must be built before counting its cost; received the unbuilt model {model.name!r}.")
+    total, active, flops = 0, 0, 0
+    for layer in model.layers:
+        t, a, f = _layer_costs(layer)
+        total, active, flops = total + t, active + a, flops + f
+    return {"total_params": int(total), "active_params": int(active), "active_flops": int(flops)}
+
+
+def moe_layers(model):
+    """The `MixtureOfExperts` and `LinearExpertsMoE` layers of a model, outermost first."""
+    return [layer for layer in model._flatten_layers() if isinstance(layer, (MixtureOfExperts, LinearExpertsMoE))]
