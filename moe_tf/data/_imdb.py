@@ -219,9 +219,8 @@ def _tfidf_matrix(vectorizer, texts, vocabulary_size, normalize):
     values = np.concatenate(values) if values else np.zeros(0, np.float32)
     order = np.lexsort((cols, rows))
     rows, cols, values = rows[order], cols[order], values[order]
-    if normalize and len(values):
-        norms = np.sqrt(np.bincount(rows, weights=values.astype(np.float64) ** 2, minlength=len(texts)))
-        values = (values / norms[rows]).astype(np.float32)
+    if normalize:
+        values = _l2_normalize_rows(rows, values, len(texts))
     indices = np.stack([rows, cols], axis=1).astype(np.int64)
     return tf.SparseTensor(indices, values, dense_shape=[len(texts), vocabulary_size])
 
@@ -245,6 +244,14 @@ def nb_log_count_ratios(x, y, vocabulary_size, alpha=1.0):
     return np.log((p / p.sum()) / (q / q.sum())).astype(np.float32)
 
 
+def _l2_normalize_rows(rows, values, num_rows):
+    """Divides the stored values of each row of a sparse matrix (COO `rows`, `values`) by the row's L2 norm."""
+    if not len(values):
+        return values
+    norms = np.sqrt(np.bincount(rows, weights=values.astype(np.float64) ** 2, minlength=num_rows))
+    return (values / np.maximum(norms[rows], 1e-12)).astype(np.float32)  # an all-zero row stays 0, not NaN
+
+
 def _nb_matrix(x, ratios, normalize):
     """Replaces the stored values of `x` by the ratios of their columns (binarise, then scale)."""
     import tensorflow as tf
@@ -252,9 +259,8 @@ def _nb_matrix(x, ratios, normalize):
     indices = np.asarray(x.indices)
     rows, cols = indices.T
     values = ratios[cols]
-    if normalize and len(values):
-        norms = np.sqrt(np.bincount(rows, weights=values.astype(np.float64) ** 2, minlength=int(x.dense_shape[0])))
-        values = (values / np.maximum(norms[rows], 1e-12)).astype(np.float32)
+    if normalize:
+        values = _l2_normalize_rows(rows, values, int(x.dense_shape[0]))
     return tf.SparseTensor(indices, values, dense_shape=x.dense_shape)
 
 
