@@ -209,3 +209,20 @@ def test_missing_data_exits_1_with_the_message(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--task", "mnist"], 1.25),
+        (["--task", "imdb"], None),  # linear experts compute every expert anyway: no dropping by default
+        (["--task", "mnist", "--capacity-factor", "none"], None),  # an explicit 'none' is not replaced
+        (["--task", "imdb", "--capacity-factor", "2"], 2.0),
+    ],
+)
+def test_capacity_factor_defaults_per_task(argv, expected):
+    from moe_tf.train import _resolve, build_parser
+
+    parser = build_parser()
+    args = _resolve(parser.parse_args(argv), parser)
+    assert args.capacity_factor == expected
