@@ -128,6 +128,36 @@ def expert_capacity(num_tokens, num_experts, k, capacity_factor):
     return ops.cast(capacity, "int32")
 
 
+def buffer_capacity(num_tokens, num_experts, k, capacity_factor):
+    """The slots per expert a MoE layer allocates: `expert_capacity` clamped to `[1, T]`.
+
+    `capacity_factor=None` means no limit: `T` slots, since an expert can never
+    receive more than the `T` tokens of its group. A tiny group still gets one
+    slot per expert, and a factor so large that `C > T` is cut to `T`.
+
+    Args:
+        num_tokens: tokens in the routing group (int or scalar tensor).
+        num_experts: number of experts E.
+        k: experts per token.
+        capacity_factor: a float > 0, or None for no limit.
+
+    Returns:
+        An int, or an int32 scalar tensor when `num_tokens` is a tensor.
+
+    Example:
+    >>> buffer_capacity(num_tokens=6, num_experts=8, k=1, capacity_factor=1.0)  # ceil(0.75) = 1
+    1
+    >>> buffer_capacity(num_tokens=6, num_experts=2, k=2, capacity_factor=4.0)  # 24 > 6: cut to T
+    6
+    """
+    if capacity_factor is None:
+        return num_tokens
+    capacity = expert_capacity(num_tokens, num_experts, k, capacity_factor)
+    if _checks.is_int(capacity) and _checks.is_int(num_tokens):
+        return max(1, min(capacity, num_tokens))
+    return ops.maximum(1, ops.minimum(capacity, ops.cast(num_tokens, "int32")))
+
+
 def capacity_positions(indices, num_experts, capacity, token_mask=None):
     """Assigns each (token, choice) a slot in its expert's buffer.
 

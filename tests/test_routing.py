@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from moe_tf.routing import capacity_positions, expert_capacity, softmax_gates, top_k_gates
+from moe_tf.routing import buffer_capacity, capacity_positions, expert_capacity, softmax_gates, top_k_gates
 
 from _helpers import np_softmax
 
@@ -410,3 +410,20 @@ def test_top1_gates_emit_no_warning():
         warnings.simplefilter("error")
         gates, _ = top_k_gates(np.array([[0.0, 1.0, 0.5]], np.float32), k=1)
     np.testing.assert_array_equal(np.asarray(gates), [[0.0, 1.0, 0.0]])
+
+
+@pytest.mark.parametrize(
+    "tokens, experts, k, factor, expected",
+    [
+        (1024, 8, 2, 1.25, 320),  # the formula itself when 1 <= C <= T
+        (6, 8, 1, 1.0, 1),  # ceil(6/8) = 1
+        (1, 64, 1, 0.5, 1),  # formula gives 1 after ceil; never 0 slots
+        (6, 2, 2, 4.0, 6),  # 24 slots would exceed T: cut to T
+        (7, 4, 2, None, 7),  # no limit: T
+    ],
+)
+def test_buffer_capacity_clamps_to_one_and_t(tokens, experts, k, factor, expected):
+    assert buffer_capacity(tokens, experts, k, factor) == expected
+    # The same value when the token count is only known at run time.
+    traced = tf.function(lambda t: buffer_capacity(t, experts, k, factor))(tf.constant(tokens))
+    assert int(traced) == expected

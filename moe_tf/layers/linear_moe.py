@@ -6,7 +6,7 @@ from keras import ops
 from moe_tf import _checks, losses
 from moe_tf.layers.router import TopKRouter
 from moe_tf.metrics import RoutingMetrics, routing_entropy
-from moe_tf.routing import capacity_positions, expert_capacity
+from moe_tf.routing import buffer_capacity, capacity_positions
 
 
 @keras.saving.register_keras_serializable(package="moe_tf")
@@ -133,9 +133,7 @@ class LinearExpertsMoE(keras.layers.Layer):
             if self.capacity_factor is None:
                 keep = ops.ones_like(route["top_gates"])
             else:
-                capacity = ops.maximum(
-                    1, ops.minimum(expert_capacity(num_tokens, E, self.k, self.capacity_factor), num_tokens)
-                )
+                capacity = buffer_capacity(num_tokens, E, self.k, self.capacity_factor)
                 _, keep = capacity_positions(indices, E, capacity)  # [T, k]
             weights = route["top_gates"] * ops.cast(keep, "float32")  # [T, k]
             chosen = ops.take_along_axis(expert_out, indices[:, :, None], axis=1)  # [T, k, units]
