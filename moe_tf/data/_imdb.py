@@ -13,6 +13,7 @@ from moe_tf.data._mnist import to_dataset
 NGRAM_MAX_TOKENS = 100_000
 SEQUENCE_MAX_TOKENS = 20_000
 VIEWS = ("ngrams", "sequence")
+TRUNCATINGS = ("post", "pre")
 WEIGHTINGS = ("tfidf", "nb")
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _VECTORIZE_CHUNK = 512
@@ -66,7 +67,7 @@ def load_imdb_text(*, validation_size=2500, train_size=None, test_size=None, see
 
 def load_imdb(view="ngrams", *, validation_size=2500, train_size=None, test_size=None, seed=0, max_tokens=None,
               ngrams=2, sequence_length=256, as_dataset=False, batch_size=64, normalize=True, weighting="tfidf",
-              data_dir=None):
+              data_dir=None, truncating="post"):
     """IMDB reviews, vectorised by a `keras.layers.TextVectorization` adapted on the training split only.
 
     Splits are those of `load_imdb_text` (same arguments, same seed). The vectorizer never
@@ -87,8 +88,9 @@ def load_imdb(view="ngrams", *, validation_size=2500, train_size=None, test_size
             reviews that contain it and `q` likewise for negative ones; absent n-grams are 0. `r` is
             computed from the training split's labels only, then rows are L2-normalised as above.
         "sequence": token ids, `output_mode="int"`, the `max_tokens` most frequent words (default 20,000,
-            including 0 = padding and 1 = out-of-vocabulary), truncated or padded with 0 at the end to
-            `sequence_length`. `x` is int32 `[N, sequence_length]`; `padding_mask(x)` marks the real tokens.
+            including 0 = padding and 1 = out-of-vocabulary), truncated to `sequence_length` (see
+            `truncating`) and padded with 0 at the end. `x` is int32 `[N, sequence_length]`;
+            `padding_mask(x)` marks the real tokens.
 
     Args:
         view: "ngrams" or "sequence".
@@ -102,6 +104,11 @@ def load_imdb(view="ngrams", *, validation_size=2500, train_size=None, test_size
         normalize: L2-normalise the rows of the "ngrams" view.
         weighting: values of the "ngrams" view: "tfidf" (default) or "nb" (Naive-Bayes log-count
             ratios of the n-grams present, from the training labels only; see above).
+        truncating: which tokens of a review longer than `sequence_length` the "sequence" view keeps:
+            "post" (default) drops the end and keeps the first tokens; "pre" drops the beginning and keeps
+            the last tokens (as `keras.utils.pad_sequences` does by default; on IMDB the end of a review
+            often holds its verdict). Padding is at the end either way. The returned `vectorizer` always
+            keeps the first tokens.
 
     Returns:
         `ImdbData(train, val, test, vectorizer, vocabulary_size)`; `y` is int64 (0 negative, 1 positive).
@@ -126,6 +133,7 @@ def load_imdb(view="ngrams", *, validation_size=2500, train_size=None, test_size
     if not isinstance(normalize, bool):
         raise ValueError(f"`normalize` must be True or False; received normalize={normalize!r}.")  # noqa: TRY004
     _checks.one_of("weighting", weighting, WEIGHTINGS)
+    _checks.one_of("truncating", truncating, TRUNCATINGS)
 
     text = load_imdb_text(validation_size=validation_size, train_size=train_size, test_size=test_size, seed=seed,
                           data_dir=data_dir)
@@ -149,7 +157,7 @@ def load_imdb(view="ngrams", *, validation_size=2500, train_size=None, test_size
                 x = _nb_matrix(x, ratios, normalize)
             splits.append(_sparse_dataset(x, y, batch_size, i == 0, seed) if as_dataset else (x, y))
         else:
-            x = _token_matrix(vectorizer, x_text, sequence_length)
+            x = _token_matrix(vectorizer, x_text, sequence_length, truncating)
             splits.append(to_dataset((x, y), batch_size, i == 0, seed) if as_dataset else (x, y))
     return ImdbData(*splits, vectorizer=vectorizer, vocabulary_size=vocabulary_size)
 
@@ -178,9 +186,23 @@ def _chunks(texts):
         yield texts[start:start + _VECTORIZE_CHUNK]
 
 
-def _token_matrix(vectorizer, texts, sequence_length):
-    parts = [np.asarray(vectorizer(chunk), dtype=np.int32) for chunk in _chunks(texts)]
-    return np.concatenate(parts) if parts else np.zeros((0, sequence_length), np.int32)
+def _token_matrix(vectorizer, texts, sequence_length, truncating="post"):
+    if truncating == "post":
+        parts = [np.asarray(vectorizer(chunk), dtype=np.int32) for chunk in _chunks(texts)]
+        return np.concatenate(parts) if parts else np.zeros((0, sequence_length), np.int32)
+    # "pre": a twin vectorizer that does not cut (rows padded to the chunk's longest review),
+    # then the last `sequence_length` real tokens of each row, moved to the front.
+    import keras
+
+    full = keras.layers.TextVectorization(output_mode="int", vocabulary=vectorizer.get_vocabulary())
+    out = np.zeros((len(texts), sequence_length), np.int32)
+    for start, chunk in zip(range(0, len(texts), _VECTORIZE_CHUNK), _chunks(texts)):
+        ids = np.asarray(full(chunk), dtype=np.int32)  # [chunk, longest]
+        lengths = (ids != 0).sum(axis=1)  # 0 only pads (the end of a row): a row's tokens are its prefix
+        for row, n in enumerate(lengths):
+            kept = ids[row, max(0, n - sequence_length):n]
+            out[start + row, :len(kept)] = kept
+    return out
 
 
 def _tfidf_matrix(vectorizer, texts, vocabulary_size, normalize):
