@@ -39,6 +39,13 @@ class MixtureOfExperts(keras.layers.Layer):
     expert as its assignment. Routing statistics are logged by `fit` (see
     `moe_tf.metrics.RoutingMetrics`).
 
+    With `bias_update_rate=gamma > 0` the router balances without an
+    auxiliary loss (DeepSeek-V3): a per-expert bias, used only to choose the
+    top-k experts and never in the gate values, moves by
+    `gamma * sign(mean_load - load_i)` after every training batch (see
+    `TopKRouter`). Combine it with `balance_loss=None` for a loss-free
+    router; it is read as `layer.router.selection_bias`.
+
     Keras masks are honoured: padding tokens route nowhere, take no capacity,
     output 0, and are left out of losses and statistics. The output carries
     the input mask on.
@@ -65,6 +72,8 @@ class MixtureOfExperts(keras.layers.Layer):
         seed: seed for the router noise.
         log_expert_load: also log each expert's load fraction in `fit`
             (`<name>_load_<i>`); off by default to keep progress bars short.
+        bias_update_rate: gamma of the auxiliary-loss-free selection bias
+            (DeepSeek-V3: 1e-3); 0 (the default) = no bias. Needs an integer k.
 
     Input shape:
         `[batch, dim]` or `[batch, seq, dim]`; optional mask `[batch]` or
@@ -100,6 +109,7 @@ class MixtureOfExperts(keras.layers.Layer):
         router_kernel_initializer=None,
         seed=None,
         log_expert_load=False,
+        bias_update_rate=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -131,6 +141,7 @@ class MixtureOfExperts(keras.layers.Layer):
             renormalize=renormalize,
             kernel_initializer=router_kernel_initializer,
             seed=seed,
+            bias_update_rate=bias_update_rate,
             name="router",
         )
         self.experts = Experts(
@@ -198,7 +209,7 @@ class MixtureOfExperts(keras.layers.Layer):
         dim = inputs.shape[-1]
         tokens = ops.reshape(inputs, (-1, dim))  # [T, d]
         token_mask = None if mask is None else ops.reshape(ops.cast(mask, "float32"), (-1,))  # [T]
-        route = self.router(tokens, training=training)
+        route = self.router(tokens, training=training, token_mask=token_mask)
         E = self.num_experts
 
         if self.k is None:  # dense mixture: every expert sees every token
@@ -275,6 +286,7 @@ class MixtureOfExperts(keras.layers.Layer):
                 "router_kernel_initializer": keras.initializers.serialize(router.kernel_initializer),
                 "seed": self.seed,
                 "log_expert_load": self.log_expert_load,
+                "bias_update_rate": router.bias_update_rate,
             }
         )
         return config

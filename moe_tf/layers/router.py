@@ -22,6 +22,21 @@ class TopKRouter(keras.layers.Layer):
     - `"jitter"`: Switch Transformer's multiplicative input jitter,
       `x * U(1 - noise_epsilon, 1 + noise_epsilon)`.
 
+    Auxiliary-loss-free balancing (DeepSeek-V3; Wang et al. 2024), with
+    `bias_update_rate=gamma > 0` and an integer `k`: a per-expert bias `b`
+    (a non-trainable weight, `selection_bias`, starting at 0) is added to the
+    router's affinity scores, its softmax probabilities `probs`, **only to
+    choose** the top-k experts, `indices = TopK(probs + b, k)`; the gates of
+    the chosen experts are computed from the unbiased logits exactly as
+    without a bias (renormalised or raw, see `renormalize`). After every
+    training call (`training=True`) the bias moves against the batch's load:
+    `b_i <- b_i + gamma * sign(mean_load - load_i)`, where `load_i` counts
+    the (non-padding) tokens that chose expert i, so an overloaded expert
+    becomes less likely to be chosen and an underloaded one more likely. The
+    bias gets no gradient and is not touched by the optimizer; it is saved
+    with the layer's weights. DeepSeek-V3 scores with sigmoid affinities and
+    uses gamma = 0.001; this router scores with its softmax probabilities.
+
     Noise is applied only when `training=True`. The router always computes in
     float32 (its dtype policy defaults to `"float32"` even under
     `mixed_float16`): low-precision softmax over large logits is a known
@@ -41,6 +56,14 @@ class TopKRouter(keras.layers.Layer):
         kernel_initializer: router kernel init; Switch's truncated normal
             with scale 0.1 by default.
         seed: seed of the noise.
+        bias_update_rate: gamma of the auxiliary-loss-free selection bias;
+            0 (the default) = no bias, routing unchanged. Needs an integer k.
+
+    Call arguments:
+        inputs: `[tokens, dim]` (or `[..., dim]`).
+        training: noise and the selection-bias update happen only when True.
+        token_mask: optional `[tokens]` (1 = real token, 0 = padding);
+            padding tokens are left out of the load that updates the bias.
 
     Input shape:
         `[..., dim]`, usually `[tokens, dim]`.
@@ -59,6 +82,10 @@ class TopKRouter(keras.layers.Layer):
     >>> out = router(np.random.rand(5, 16).astype("float32"))
     >>> out["gates"].shape, out["indices"].shape
     ((5, 8), (5, 2))
+    >>> balanced = TopKRouter(num_experts=8, k=2, bias_update_rate=1e-3)
+    >>> out = balanced(np.random.rand(5, 16).astype("float32"), training=True)
+    >>> balanced.selection_bias.shape  # moved by +-1e-3 per expert (0 where load == mean)
+    (8,)
     """
 
     def __init__(
@@ -71,6 +98,7 @@ class TopKRouter(keras.layers.Layer):
         use_bias=False,
         kernel_initializer=None,
         seed=None,
+        bias_update_rate=0.0,
         **kwargs,
     ):
         kwargs.setdefault("dtype", "float32")
@@ -88,6 +116,13 @@ class TopKRouter(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.bias_update_rate = _checks.number("bias_update_rate", bias_update_rate)
+        if self.bias_update_rate > 0 and self.k is None:
+            raise ValueError(
+                f"`bias_update_rate` (auxiliary-loss-free balancing) biases the top-k selection, so it needs an "
+                f"integer `k`; received bias_update_rate={bias_update_rate!r} with k=None (the dense softmax gate "
+                f"selects nothing). Pass k=1 or k=2, or bias_update_rate=0."
+            )
 
     def build(self, input_shape):
         dim = input_shape[-1]
@@ -96,6 +131,11 @@ class TopKRouter(keras.layers.Layer):
             self.bias = self.add_weight(shape=(self.num_experts,), initializer="zeros", name="bias")
         if self.noise == "gaussian":
             self.noise_kernel = self.add_weight(shape=(dim, self.num_experts), initializer="zeros", name="noise_kernel")
+        if self.bias_update_rate > 0:
+            # Not a parameter: no gradient; moved by the sign rule in `call` (training only).
+            self.selection_bias = self.add_weight(
+                shape=(self.num_experts,), initializer="zeros", trainable=False, name="selection_bias"
+            )
 
     def _project(self, x):
         logits = ops.matmul(x, self.kernel)
@@ -103,7 +143,26 @@ class TopKRouter(keras.layers.Layer):
             logits = logits + self.bias
         return logits
 
-    def call(self, inputs, training=None):
+    def _biased_choices(self, logits, probs, training, token_mask):
+        """Top-k on `probs + selection_bias`; gates from the unbiased logits; the bias update."""
+        bias = ops.convert_to_tensor(self.selection_bias)  # [E]
+        _, indices = ops.top_k(ops.stop_gradient(probs) + bias, k=self.k)  # [T, k], selection only
+        indices = ops.cast(indices, "int32")
+        if self.renormalize and self.k == 1:
+            top_gates = ops.ones_like(ops.cast(indices, "float32"))  # a renormalised single gate is 1
+        elif self.renormalize:
+            top_gates = ops.softmax(ops.take_along_axis(logits, indices, axis=-1), axis=-1)  # [T, k]
+        else:
+            top_gates = ops.take_along_axis(probs, indices, axis=-1)  # [T, k]
+        if training:
+            chosen = ops.one_hot(indices, self.num_experts, dtype="float32")  # [T, k, E]
+            if token_mask is not None:
+                chosen = chosen * ops.reshape(ops.cast(token_mask, "float32"), (-1, 1, 1))
+            load = ops.sum(chosen, axis=(0, 1))  # [E] tokens per expert
+            self.selection_bias.assign_add(self.bias_update_rate * ops.sign(ops.mean(load) - load))
+        return top_gates, indices
+
+    def call(self, inputs, training=None, token_mask=None):
         x = ops.cast(inputs, "float32")
         noise_stddev = None
         clean_logits = self._project(x)  # [T, E]
@@ -120,7 +179,10 @@ class TopKRouter(keras.layers.Layer):
         if self.k is None:
             gates, top_gates, indices = probs, None, None
         else:
-            top_gates, indices = top_k_choices(logits, self.k, renormalize=self.renormalize)  # [T, k]
+            if self.bias_update_rate > 0:
+                top_gates, indices = self._biased_choices(logits, probs, training, token_mask)  # [T, k]
+            else:
+                top_gates, indices = top_k_choices(logits, self.k, renormalize=self.renormalize)  # [T, k]
             gates = scatter_gates(top_gates, indices, self.num_experts)  # [T, E]
         return {
             "logits": logits,
@@ -132,7 +194,7 @@ class TopKRouter(keras.layers.Layer):
             "indices": indices,
         }
 
-    def compute_output_spec(self, inputs, training=None):
+    def compute_output_spec(self, inputs, training=None, token_mask=None):
         lead = tuple(inputs.shape[:-1])
         spec = lambda last, dtype="float32": keras.KerasTensor(lead + (last,), dtype=dtype)  # noqa: E731
         E = self.num_experts
@@ -158,6 +220,7 @@ class TopKRouter(keras.layers.Layer):
                 "use_bias": self.use_bias,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "seed": self.seed,
+                "bias_update_rate": self.bias_update_rate,
             }
         )
         return config
