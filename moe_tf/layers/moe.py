@@ -8,7 +8,7 @@ from moe_tf.dispatch import DISPATCHERS
 from moe_tf.layers.experts import Experts
 from moe_tf.layers.router import TopKRouter
 from moe_tf.metrics import RoutingMetrics, routing_entropy
-from moe_tf.routing import capacity_positions, expert_capacity
+from moe_tf.routing import buffer_capacity, capacity_positions
 
 BALANCE_LOSSES = ("switch", "shazeer", None)
 
@@ -182,14 +182,6 @@ class MixtureOfExperts(keras.layers.Layer):
                 f"received mask of shape {got} for input of shape {tuple(inputs.shape)}."
             )
 
-    def _capacity(self, num_tokens):
-        if self.capacity_factor is None:
-            return num_tokens  # an expert can never receive more than T tokens
-        capacity = expert_capacity(num_tokens, self.num_experts, self.k, self.capacity_factor)
-        if _checks.is_int(capacity) and _checks.is_int(num_tokens):
-            return max(1, min(capacity, num_tokens))
-        return ops.maximum(1, ops.minimum(capacity, ops.cast(num_tokens, "int32")))
-
     def _balance_value(self, route, expert_mask, token_mask):
         if self.balance_loss == "shazeer":
             value = losses.importance_loss(route["gates"], mask=token_mask)
@@ -225,7 +217,7 @@ class MixtureOfExperts(keras.layers.Layer):
         else:
             indices = route["indices"]  # [T, k]
             num_tokens = ops.shape(tokens)[0]
-            capacity = self._capacity(num_tokens)
+            capacity = buffer_capacity(num_tokens, E, self.k, self.capacity_factor)
             positions, keep = capacity_positions(indices, E, capacity, token_mask)  # [T, k], [T, k]
             weights = route["top_gates"] * keep  # [T, k]
             outputs = DISPATCHERS[self.dispatch](tokens, indices, positions, weights, keep, self.experts, E, capacity)
