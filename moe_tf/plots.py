@@ -1,16 +1,25 @@
-"""Plots of a training run (matplotlib, Agg backend: works without a display).
+"""Plots of a training run (matplotlib, Agg backend outside notebooks: works without a display).
 
 Both functions take the result rows of `moe_tf.train` (one dict per model with
 `"model"`, `"history"` — Keras' `History.history` — and `"expert_load"` —
 `{layer: {"train": [epochs, E], "val": [epochs, E]}}` from `RoutingStats`)
 and write one PNG.
+
+`class_gate_means` and `plot_gate_heatmap` show what a router does with each
+class: the mean gate weight of every expert over the examples of each class
+(a `[classes, experts]` matrix), drawn on a given or new matplotlib axes.
 """
 
+import os
+import sys
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+# Agg (files only, no display needed) for scripts and the CLI. In a notebook, keep the inline
+# backend that the kernel chose (ipykernel sets MPLBACKEND): forcing Agg would silence plt.show().
+if not os.environ.get("MPLBACKEND") and "ipykernel" not in sys.modules:
+    matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -121,3 +130,120 @@ def plot_expert_load(rows, path):
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# -- gates per class ------------------------------------------------------------
+
+
+def class_gate_means(gates, labels, num_classes=None):
+    """Mean gate weight of each expert over the examples of each class.
+
+    Row c is the average gate vector of the examples labelled c. With softmax
+    gates (or top-k gates that sum to 1) every row sums to 1, and a uniform
+    router gives `1/E` everywhere; a row close to one-hot means that class is
+    (almost) always sent to one expert.
+
+    Args:
+        gates: `[N, E]` gate weights of N examples (dense softmax gates, or
+            top-k gates with zeros outside the chosen experts).
+        labels: `[N]` integer class ids in `[0, num_classes)`.
+        num_classes: number of rows C; None means `max(labels) + 1`.
+
+    Returns:
+        A float64 NumPy array `[C, E]`. A class without examples gets a row of NaN.
+
+    Example:
+    >>> class_gate_means([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]], [0, 0, 1])
+    array([[0.75, 0.25],
+           [0.  , 1.  ]])
+    """
+    gates = np.asarray(gates, dtype=np.float64)
+    labels = np.asarray(labels)
+    if gates.ndim != 2 or 0 in gates.shape:
+        raise ValueError(f"`gates` must be a non-empty 2-D array [examples, experts]; received shape {gates.shape}.")
+    if labels.shape != (gates.shape[0],):
+        raise ValueError(
+            f"`labels` must have shape ({gates.shape[0]},), one class id per row of `gates`; "
+            f"received shape {labels.shape}."
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"`labels` must hold integer class ids; received dtype {labels.dtype}.")
+    if labels.min() < 0:
+        raise ValueError(f"`labels` must be >= 0; received a label {int(labels.min())}.")
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1
+    elif isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"`num_classes` must be a positive integer or None; received num_classes={num_classes!r}.")
+    elif labels.max() >= num_classes:
+        raise ValueError(f"`labels` must be < num_classes={num_classes}; received a label {int(labels.max())}.")
+    sums = np.zeros((num_classes, gates.shape[1]))
+    np.add.at(sums, labels, gates)
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts[:, None]
+
+
+def plot_gate_heatmap(
+    matrix,
+    *,
+    ax=None,
+    row_names=None,
+    row_label="class",
+    title=None,
+    annotate=True,
+    vmax=None,
+    cmap="viridis",
+    path=None,
+):
+    """Draws a `[classes, experts]` gate matrix (e.g. from `class_gate_means`) as a heat map.
+
+    Each cell is printed with two decimals when `annotate` is True. The colour
+    bar starts at 0; its label marks the uniform value `1/E`, the level every
+    cell would sit at if the router ignored its input.
+
+    Args:
+        matrix: `[C, E]` array of mean gate weights.
+        ax: matplotlib axes to draw on; None makes a new figure (`figsize` scaled to the matrix).
+        row_names: C row tick labels; None means `0..C-1`.
+        row_label: y-axis label (e.g. `"digit"`).
+        title: axes title.
+        annotate: write each value in its cell.
+        vmax: top of the colour scale; None means the matrix maximum.
+        cmap: matplotlib colour map.
+        path: if given, the figure is also saved there as a PNG (dpi 90).
+
+    Returns:
+        The matplotlib `Axes` drawn on (`ax.figure` is its figure; `ax.images[0]` the heat map).
+
+    Example:
+    >>> ax = plot_gate_heatmap(class_gate_means(gates, y_test, 10), row_label="digit")
+    >>> plt.show()
+    """
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if matrix.ndim != 2 or 0 in matrix.shape:
+        raise ValueError(f"`matrix` must be a non-empty 2-D array [classes, experts]; received shape {matrix.shape}.")
+    num_rows, num_experts = matrix.shape
+    if row_names is not None and len(row_names) != num_rows:
+        raise ValueError(f"`row_names` must hold {num_rows} names, one per row; received {len(row_names)}.")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.2 + 0.55 * num_experts, 0.8 + 0.36 * num_rows), dpi=90)
+    top = float(np.nanmax(matrix)) if vmax is None else float(vmax)
+    image = ax.imshow(matrix, cmap=cmap, vmin=0.0, vmax=top if top > 0 else 1.0, aspect="auto")
+    cbar = ax.figure.colorbar(image, ax=ax, fraction=0.05, pad=0.03)
+    cbar.set_label(f"mean gate (uniform = 1/E = {1 / num_experts:.3g})", fontsize=8)
+    if annotate:
+        middle = (top if top > 0 else 1.0) / 2
+        for (r, e), value in np.ndenumerate(matrix):
+            if np.isfinite(value):
+                color = "black" if value > middle else "white"
+                ax.text(e, r, f"{value:.2f}", ha="center", va="center", fontsize=7, color=color)
+    ax.set_xticks(range(num_experts))
+    ax.set_yticks(range(num_rows))
+    ax.set_yticklabels([str(n) for n in (range(num_rows) if row_names is None else row_names)])
+    ax.set_xlabel("expert")
+    ax.set_ylabel(row_label)
+    if title:
+        ax.set_title(title)
+    if path is not None:
+        ax.figure.savefig(Path(path), dpi=90, bbox_inches="tight")
+    return ax
