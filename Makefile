@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
 
 # The main job: dense vs dense-moe vs top-2 vs Switch on MNIST (55k/5k/10k), then the results table.
 # Writes runs/mnist-<timestamp>/ (results.json, curves.png, expert_load.png).

@@ -17,6 +17,9 @@ timed in turns (A, B, C, D, A, B, ...) so that a slow moment of a shared
 machine hits them all alike, and the median of each is kept. Then it measures
 the peak memory of a training step of each dispatch, each in a fresh process.
 
+The layers and the timed step come from `moe_tf.bench` (`make_layer`,
+`make_step`, `time_row`), which the sparse-gating lesson uses too.
+
 Every ratio printed comes from this one run. It is a benchmark, not a test:
 it reports and never fails.
 
@@ -29,67 +32,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+from moe_tf.bench import make_layer, make_step, run_once, time_row  # noqa: E402
 
 SMALL_TOKENS = 256  # the memory baseline: same program, few tokens
-
-
-def make_layer(kind, num_experts, k, units, dim, capacity_factor):
-    """`kind`: "dense-moe", "gather", "einsum" (MixtureOfExperts), "experts" or "ffn"."""
-    import keras
-
-    from moe_tf import MixtureOfExperts
-    from moe_tf.layers import Experts
-
-    keras.utils.set_random_seed(0)
-    if kind == "ffn":
-        return keras.Sequential([keras.layers.Dense(k * units, activation="relu"), keras.layers.Dense(dim)])
-    if kind == "experts":  # the experts' batched matmuls alone: perfectly balanced, no router, no dispatch
-        experts = Experts(num_experts, units)
-        group = lambda x: keras.ops.reshape(keras.ops.tile(x, (k, 1)), (num_experts, -1, dim))  # noqa: E731
-        return keras.Sequential([keras.layers.Lambda(group), experts])
-    common = dict(num_experts=num_experts, expert_units=units, balance_loss="switch")
-    if kind == "dense-moe":
-        return MixtureOfExperts(**common)
-    return MixtureOfExperts(**common, k=k, capacity_factor=capacity_factor, dispatch=kind)
-
-
-def make_step(layer):
-    """A jit-compiled forward + backward step: loss, and gradients of every weight."""
-    import tensorflow as tf
-
-    @tf.function(jit_compile=True)
-    def step(x):
-        with tf.GradientTape() as tape:
-            y = layer(x, training=True)
-            loss = tf.reduce_mean(tf.square(y)) + sum(layer.losses)
-        return loss, tape.gradient(loss, layer.trainable_variables)
-
-    return step
-
-
-def run_once(step, x):
-    start = time.perf_counter()
-    loss, grads = step(x)
-    float(loss)
-    grads[0].numpy()  # wait for the backward pass too
-    return time.perf_counter() - start
-
-
-def time_row(configs, x, reps):
-    """Median step time of each config, timing them in turns."""
-    steps = {name: make_step(make_layer(*spec)) for name, spec in configs.items()}
-    for step in steps.values():
-        run_once(step, x)  # trace + compile + first run, not timed
-    times = {name: [] for name in steps}
-    for _ in range(reps):
-        for name, step in steps.items():
-            times[name].append(run_once(step, x))
-    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def _status_bytes(field):

@@ -6,14 +6,17 @@ load from `.keras` files.
 
 from moe_tf import callbacks, dispatch, losses, metrics, routing
 from moe_tf.callbacks import RoutingStats
-from moe_tf.layers import Experts, MixtureOfExperts, TopKRouter
+from moe_tf.layers import ExpertChoiceMoE, Experts, MixtureOfExperts, SharedExpertsMoE, SoftMoE, TopKRouter
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ExpertChoiceMoE",
     "Experts",
     "MixtureOfExperts",
     "RoutingStats",
+    "SharedExpertsMoE",
+    "SoftMoE",
     "TopKRouter",
     "callbacks",
     "dispatch",

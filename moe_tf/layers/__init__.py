@@ -1,8 +1,23 @@
-"""Keras layers: experts, router, and the Mixture-of-Experts layer."""
+"""Keras layers: experts, routers, and the Mixture-of-Experts layers."""
 
+from moe_tf.layers.dropout import Dropout
+from moe_tf.layers.expert_choice import ExpertChoiceMoE, expert_choice_capacity
 from moe_tf.layers.experts import Experts
 from moe_tf.layers.linear_moe import LinearExpertsMoE
 from moe_tf.layers.moe import MixtureOfExperts
 from moe_tf.layers.router import TopKRouter
+from moe_tf.layers.shared_experts import SharedExpertsMoE, deepseek_moe_config
+from moe_tf.layers.soft_moe import SoftMoE
 
-__all__ = ["Experts", "LinearExpertsMoE", "MixtureOfExperts", "TopKRouter"]
+__all__ = [
+    "Dropout",
+    "ExpertChoiceMoE",
+    "Experts",
+    "LinearExpertsMoE",
+    "MixtureOfExperts",
+    "SharedExpertsMoE",
+    "SoftMoE",
+    "TopKRouter",
+    "deepseek_moe_config",
+    "expert_choice_capacity",
+]

@@ -1,0 +1,214 @@
+"""`SoftMoE`: experts process soft slots, weighted averages of all tokens (Puigcerver et al. 2023)."""
+
+import keras
+from keras import ops
+
+from moe_tf import _checks
+from moe_tf.layers.experts import Experts
+
+
+@keras.saving.register_keras_serializable(package="moe_tf")
+class SoftMoE(keras.layers.Layer):
+    """Soft Mixture of Experts (Puigcerver et al. 2023, "From Sparse to Soft Mixtures of Experts").
+
+    No token is ever routed to an expert. Each of the E experts owns p
+    *slots*, S = E * p in all, and each slot has a learned embedding (a
+    column of `Phi`, `[d, S]`). For a group of m tokens X `[m, d]`:
+
+        logits   = X Phi                         [m, S]
+        D        = softmax(logits, over tokens)  [m, S]  dispatch: each column sums to 1
+        C        = softmax(logits, over slots)   [m, S]  combine: each row sums to 1
+        slots    = D^T X                         [S, d]  slot j is a weighted average of all tokens
+        Y~_j     = FFN_{expert(j)}(slots_j)      [S, o]  expert i runs on its p slots
+        Y        = C Y~                          [m, o]
+
+    Everything is a softmax and a matmul: fully differentiable, no top-k, no
+    token dropping, no balance loss (every expert gets exactly p slots).
+    Expert compute per token is `S / m` expert paths: choose `S` to set it.
+    Like expert choice it is **not causal**: every slot mixes all tokens of
+    the group, later ones included, so it does not fit autoregressive
+    decoding as-is.
+
+    `normalize=True` follows the paper's recipe for large widths:
+    `logits = normalize(X) (scale * normalize(Phi, axis=0))` with L2
+    normalisation and a learned scalar `scale` (starting at 1).
+
+    Routing groups: an input `[batch, seq, dim]` mixes each sequence on its
+    own; an input `[tokens, dim]` is one group. Keras masks are honoured:
+    padding tokens get dispatch weight 0 and output 0.
+
+    Args:
+        num_experts: E.
+        expert_units: hidden width of each expert.
+        slots_per_expert: p.
+        output_units: output width; defaults to the input width.
+        activation: experts' hidden activation.
+        use_bias: experts use biases.
+        normalize: L2-normalise tokens and slot embeddings (with a learned scale).
+        kernel_initializer: experts' kernel initializer.
+        slot_initializer: initializer of `Phi` (the paper: LeCun normal).
+
+    Input shape:
+        `[batch, seq, dim]` or `[tokens, dim]`; optional mask `[batch, seq]` or `[tokens]`.
+
+    Output shape:
+        `[batch, seq, output_units]` or `[tokens, output_units]`.
+
+    Example:
+    >>> moe = SoftMoE(num_experts=8, expert_units=64, slots_per_expert=4)
+    >>> x = np.random.rand(2, 16, 32).astype("float32")
+    >>> moe(x).shape, moe.weights_for(x)["dispatch"].shape  # 32 slots for 16 tokens: 2 expert paths per token
+    ((2, 16, 32), (2, 16, 32))
+    """
+
+    def __init__(
+        self,
+        num_experts,
+        expert_units,
+        slots_per_expert=1,
+        output_units=None,
+        activation="relu",
+        use_bias=True,
+        normalize=False,
+        kernel_initializer="glorot_uniform",
+        slot_initializer="lecun_normal",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_experts = _checks.positive_int("num_experts", num_experts)
+        self.expert_units = _checks.positive_int("expert_units", expert_units)
+        self.slots_per_expert = _checks.positive_int("slots_per_expert", slots_per_expert)
+        self.output_units = _checks.positive_int("output_units", output_units, allow_none=True)
+        if not isinstance(normalize, bool):
+            raise ValueError(f"`normalize` must be True or False; received normalize={normalize!r}.")  # noqa: TRY004
+        self.normalize = normalize
+        self.slot_initializer = keras.initializers.get(slot_initializer)
+        self.supports_masking = True
+        self.experts = Experts(
+            self.num_experts,
+            self.expert_units,
+            output_units=self.output_units,
+            activation=activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            dtype=self.dtype_policy,
+            name="experts",
+        )
+        self.group_size = None
+
+    @property
+    def num_slots(self):
+        """S = num_experts * slots_per_expert."""
+        return self.num_experts * self.slots_per_expert
+
+    def build(self, input_shape):
+        if len(input_shape) not in (2, 3):
+            raise ValueError(
+                f"`SoftMoE` expects inputs of rank 3 [batch, seq, dim] or rank 2 [tokens, dim]; "
+                f"received input of shape {tuple(input_shape)} (rank {len(input_shape)})."
+            )
+        dim = input_shape[-1]
+        if dim is None:
+            raise ValueError(
+                f"The last axis of the input (dim) must be known; received input of shape {tuple(input_shape)}."
+            )
+        self.group_size = input_shape[-2]
+        self.slot_embeddings = self.add_weight(
+            shape=(dim, self.num_slots), initializer=self.slot_initializer, name="slot_embeddings"
+        )
+        if self.normalize:
+            self.scale = self.add_weight(shape=(), initializer="ones", name="scale")
+        self.experts.build((self.num_experts, None, dim))
+
+    def _weights(self, x, token_mask):
+        """Dispatch and combine weights, both `[B, m, S]` float32."""
+        x = ops.cast(x, "float32")
+        phi = ops.cast(self.slot_embeddings, "float32")
+        if self.normalize:
+            x = x / ops.sqrt(ops.maximum(ops.sum(x * x, axis=-1, keepdims=True), 1e-12))
+            phi = self.scale * phi / ops.sqrt(ops.maximum(ops.sum(phi * phi, axis=0, keepdims=True), 1e-12))
+        logits = ops.einsum("bmd,ds->bms", x, phi)  # [B, m, S]
+        dispatch_logits = logits
+        if token_mask is not None:
+            dispatch_logits = ops.where(token_mask[..., None] > 0, logits, -1e9)  # padding: weight 0 in every slot
+        dispatch = ops.softmax(dispatch_logits, axis=1)  # over tokens: each slot's weights sum to 1
+        combine = ops.softmax(logits, axis=2)  # over slots: each token's weights sum to 1
+        return {"logits": logits, "dispatch": dispatch, "combine": combine}
+
+    def _groups(self, inputs, mask):
+        x = inputs if len(inputs.shape) == 3 else inputs[None]
+        token_mask = None if mask is None else ops.reshape(ops.cast(mask, "float32"), ops.shape(x)[:2])
+        return x, token_mask
+
+    def weights_for(self, inputs, mask=None):
+        """The dispatch and combine weights of `inputs`, for inspection.
+
+        Returns:
+            A dict of `[B, m, S]` float32 tensors: `logits`, `dispatch`
+            (softmax over the m tokens) and `combine` (softmax over the S
+            slots). `B` is 1 for a rank-2 input.
+        """
+        x, token_mask = self._groups(ops.convert_to_tensor(inputs), mask)
+        return self._weights(x, token_mask)
+
+    def call(self, inputs, mask=None):
+        x, token_mask = self._groups(inputs, mask)
+        dim = x.shape[-1]
+        E, p = self.num_experts, self.slots_per_expert
+        w = self._weights(x, token_mask)
+        slots = ops.einsum("bms,bmd->bsd", w["dispatch"], ops.cast(x, "float32"))  # [B, S, d]
+        expert_inputs = ops.reshape(ops.transpose(ops.reshape(slots, (-1, E, p, dim)), (1, 0, 2, 3)), (E, -1, dim))
+        expert_outputs = ops.cast(self.experts(ops.cast(expert_inputs, self.compute_dtype)), "float32")  # [E, B*p, o]
+        out_dim = expert_outputs.shape[-1]
+        slot_outputs = ops.reshape(
+            ops.transpose(ops.reshape(expert_outputs, (E, -1, p, out_dim)), (1, 0, 2, 3)), (-1, E * p, out_dim)
+        )  # [B, S, o]
+        outputs = ops.einsum("bms,bso->bmo", w["combine"], slot_outputs)  # [B, m, o]
+        if token_mask is not None:
+            outputs = outputs * token_mask[..., None]
+        if len(inputs.shape) == 2:
+            outputs = outputs[0]
+        return ops.cast(outputs, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.output_units or input_shape[-1],)
+
+    def compute_mask(self, inputs, mask=None):
+        return mask
+
+    def active_flops_per_token(self, group_size=None):
+        """Inference FLOPs per token (2 x matmul multiply-adds), as `moe_tf.models.model_cost` counts.
+
+        Per group of m tokens: logits `m*d*S`, slots `S*m*d`, experts
+        `S * (d*h + h*o)`, combine `m*S*o` multiply-adds. Per token, the
+        experts cost `S / m` expert paths; the three mixing matmuls cost
+        `S * (2d + o)`, which grows with the number of slots.
+
+        Args:
+            group_size: m; defaults to the sequence length the layer was built with.
+        """
+        m = group_size or self.group_size
+        if m is None:
+            raise ValueError("`group_size` is needed: the layer was not built on inputs with a known sequence length.")
+        d = self.slot_embeddings.shape[0]
+        S, h = self.num_slots, self.expert_units
+        o = self.experts.output_kernel.shape[-1]
+        return 2 * (S * (2 * d + o) + S / m * (d * h + h * o))
+
+    def get_config(self):
+        config = super().get_config()
+        experts = self.experts
+        config.update(
+            {
+                "num_experts": self.num_experts,
+                "expert_units": self.expert_units,
+                "slots_per_expert": self.slots_per_expert,
+                "output_units": self.output_units,
+                "activation": keras.activations.serialize(experts.activation),
+                "use_bias": experts.use_bias,
+                "normalize": self.normalize,
+                "kernel_initializer": keras.initializers.serialize(experts.kernel_initializer),
+                "slot_initializer": keras.initializers.serialize(self.slot_initializer),
+            }
+        )
+        return config
