@@ -54,3 +54,16 @@ def one_of(name, value, allowed):
     if value not in allowed:
         raise ValueError(f"`{name}` must be one of {tuple(allowed)}; received {name}={value!r}.")
     return value
+
+
+def token_input_dim(layer, input_shape):
+    """The feature size of a MoE layer's input `[batch, dim]` or `[batch, seq, dim]`, or raises naming `layer`."""
+    shape = tuple(input_shape)
+    if len(shape) not in (2, 3):
+        raise ValueError(
+            f"`{layer}` expects inputs of rank 2 [batch, dim] or 3 [batch, seq, dim]; "
+            f"received input of shape {shape} (rank {len(shape)})."
+        )
+    if shape[-1] is None:
+        raise ValueError(f"The last axis of the input (dim) must be known; received input of shape {shape}.")
+    return shape[-1]

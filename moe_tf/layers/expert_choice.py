@@ -129,16 +129,7 @@ class ExpertChoiceMoE(keras.layers.Layer):
         self.group_size = None  # n, known after build for [batch, seq, dim] inputs
 
     def build(self, input_shape):
-        if len(input_shape) not in (2, 3):
-            raise ValueError(
-                f"`ExpertChoiceMoE` expects inputs of rank 3 [batch, seq, dim] or rank 2 [tokens, dim]; "
-                f"received input of shape {tuple(input_shape)} (rank {len(input_shape)})."
-            )
-        dim = input_shape[-1]
-        if dim is None:
-            raise ValueError(
-                f"The last axis of the input (dim) must be known; received input of shape {tuple(input_shape)}."
-            )
+        dim = _checks.token_input_dim("ExpertChoiceMoE", input_shape)
         self.group_size = input_shape[-2]
         self.router.build((None, dim))
         self.experts.build((self.num_experts, None, dim))

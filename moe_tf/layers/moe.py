@@ -157,14 +157,7 @@ class MixtureOfExperts(keras.layers.Layer):
         self.routing_metrics = RoutingMetrics(self.num_experts, name=self.name, per_expert=self.log_expert_load)
 
     def build(self, input_shape):
-        if len(input_shape) not in (2, 3):
-            raise ValueError(
-                f"`MixtureOfExperts` expects inputs of rank 2 [batch, dim] or 3 [batch, seq, dim]; "
-                f"received input of shape {tuple(input_shape)} (rank {len(input_shape)})."
-            )
-        dim = input_shape[-1]
-        if dim is None:
-            raise ValueError(f"The last axis of the input (dim) must be known; received input of shape {tuple(input_shape)}.")
+        dim = _checks.token_input_dim("MixtureOfExperts", input_shape)
         self.router.build((None, dim))
         self.experts.build((self.num_experts, None, dim))
 

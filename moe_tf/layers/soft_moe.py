@@ -102,16 +102,7 @@ class SoftMoE(keras.layers.Layer):
         return self.num_experts * self.slots_per_expert
 
     def build(self, input_shape):
-        if len(input_shape) not in (2, 3):
-            raise ValueError(
-                f"`SoftMoE` expects inputs of rank 3 [batch, seq, dim] or rank 2 [tokens, dim]; "
-                f"received input of shape {tuple(input_shape)} (rank {len(input_shape)})."
-            )
-        dim = input_shape[-1]
-        if dim is None:
-            raise ValueError(
-                f"The last axis of the input (dim) must be known; received input of shape {tuple(input_shape)}."
-            )
+        dim = _checks.token_input_dim("SoftMoE", input_shape)
         self.group_size = input_shape[-2]
         self.slot_embeddings = self.add_weight(
             shape=(dim, self.num_slots), initializer=self.slot_initializer, name="slot_embeddings"
