@@ -4,8 +4,9 @@ import keras
 from keras import ops
 
 from moe_tf import _checks, losses
+from moe_tf.layers._aux import add_losses_and_metrics
 from moe_tf.layers.router import TopKRouter
-from moe_tf.metrics import RoutingMetrics, routing_entropy
+from moe_tf.metrics import RoutingMetrics
 from moe_tf.routing import buffer_capacity, capacity_positions
 
 
@@ -143,20 +144,7 @@ class LinearExpertsMoE(keras.layers.Layer):
             dropped = ops.sum(routed) - ops.sum(ops.cast(keep, "float32"))
 
         balance = losses.switch_balance_loss(route["probs"], expert_mask)
-        z_loss = losses.router_z_loss(route["logits"])
-        if self.balance_loss is not None and self.balance_loss_weight > 0:
-            self.add_loss(self.balance_loss_weight * balance)
-        if self.z_loss_weight > 0:
-            self.add_loss(self.z_loss_weight * z_loss)
-        tokens = ops.cast(num_tokens, "float32")
-        self.routing_metrics.update_state(
-            counts=routed,
-            tokens=tokens,
-            dropped=dropped,
-            entropy_sum=routing_entropy(route["probs"]) * tokens,
-            balance_loss=balance,
-            z_loss=z_loss,
-        )
+        add_losses_and_metrics(self, route, balance, routed, dropped)
         return ops.cast(outputs, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):

@@ -5,9 +5,10 @@ from keras import ops
 
 from moe_tf import _checks, losses
 from moe_tf.dispatch import DISPATCHERS
+from moe_tf.layers._aux import add_losses_and_metrics
 from moe_tf.layers.experts import Experts
 from moe_tf.layers.router import TopKRouter
-from moe_tf.metrics import RoutingMetrics, routing_entropy
+from moe_tf.metrics import RoutingMetrics
 from moe_tf.routing import buffer_capacity, capacity_positions
 
 BALANCE_LOSSES = ("switch", "shazeer", None)
@@ -220,23 +221,9 @@ class MixtureOfExperts(keras.layers.Layer):
             routed = ops.sum(expert_mask, axis=(0, 1))  # [E]
             dropped = ops.sum(routed) - ops.sum(keep)
 
-        # Auxiliary losses (float32) through add_loss, so fit() minimises them.
+        # Auxiliary losses (float32) through add_loss, so fit() minimises them; routing metrics.
         balance = self._balance_value(route, expert_mask, token_mask)
-        z_loss = losses.router_z_loss(route["logits"], mask=token_mask)
-        if self.balance_loss is not None and self.balance_loss_weight > 0:
-            self.add_loss(self.balance_loss_weight * balance)
-        if self.z_loss_weight > 0:
-            self.add_loss(self.z_loss_weight * z_loss)
-
-        num_real = ops.cast(ops.shape(tokens)[0], "float32") if token_mask is None else ops.sum(token_mask)
-        self.routing_metrics.update_state(
-            counts=routed,
-            tokens=num_real,
-            dropped=dropped,
-            entropy_sum=routing_entropy(route["probs"], token_mask) * num_real,
-            balance_loss=balance,
-            z_loss=z_loss,
-        )
+        add_losses_and_metrics(self, route, balance, routed, dropped, token_mask)
 
         out_dim = self.output_units or dim
         outputs = ops.reshape(outputs, tuple(ops.shape(inputs)[:-1]) + (out_dim,))
