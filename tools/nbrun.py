@@ -104,9 +104,12 @@ def execute(path, smoke, timeout):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    seconds = time.perf_counter() - start
-    execute.last = {"seconds": seconds, "cpu_seconds": _children_cpu() - cpu_start, "load": os.getloadavg()[0]}
-    return nb, seconds
+    stats = {
+        "seconds": time.perf_counter() - start,
+        "cpu_seconds": _children_cpu() - cpu_start,
+        "load": os.getloadavg()[0],
+    }
+    return nb, stats
 
 
 def _children_cpu():
@@ -134,9 +137,9 @@ def main(argv=None):
             nbformat.write(nb, path)
             print(f"cleaned {path}")
             continue
-        nb, seconds = execute(path, args.smoke, args.timeout)
+        nb, stats = execute(path, args.smoke, args.timeout)
         mode = "smoke" if args.smoke else "full"
-        cpu, load = execute.last["cpu_seconds"], execute.last["load"]
+        seconds, cpu, load = stats["seconds"], stats["cpu_seconds"], stats["load"]
         # On a shared machine the wall time grows with the load; the kernel's CPU time does not.
         print(f"{path}: {mode} run {seconds:.1f} s wall, {cpu:.1f} s CPU, load average {load:.1f}", flush=True)
         records.append(
