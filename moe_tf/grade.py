@@ -25,8 +25,8 @@ Time limits: ``--timeout`` seconds per test (default 10; a test may ask for more
 the process and, for code that never gives the interpreter back, by the grader killing the process a
 few seconds later; ``--student-timeout`` seconds per student in all (default 600).
 
-Exit status: 0 when grading ran, whatever the score; 2 for bad arguments; 1 when no test could be
-collected at all.
+Exit status: 0 when grading ran, whatever the score; 2 for bad arguments (including ``--solutions``
+in a student copy, which has no ``solutions/``); 1 when no test could be collected at all.
 """
 
 from __future__ import annotations
@@ -578,6 +578,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.solutions and not (REPO / "solutions").is_dir():
+        parser.error(f"--solutions: no solutions/ folder in {REPO}: this is a student copy of the course "
+                     "(tools/student_version.py leaves the reference solutions out). Grade your own work with "
+                     "plain moe-grade; the references are with your instructor.")
 
     def need_dir(path: Path | None, option: str) -> Path | None:
         if path is None:

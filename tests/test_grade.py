@@ -8,7 +8,8 @@ TensorFlow here, so it is quick).
 The ``real_course`` tests are the acceptance tests of the graded exercises: ``moe-grade --solutions``
 scores 100% on every exercise, the untouched stubs score 0, and a small class built from the
 solutions with one module broken per student is graded exactly. Run them alone with
-``pytest tests/test_grade.py -k real_course``.
+``pytest tests/test_grade.py -k real_course``. The two that need ``solutions/`` are skipped in a student copy
+of the course (``tools/student_version.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ from moe_tf import grade
 
 REPO = Path(__file__).resolve().parents[1]
 HARNESS = REPO / "tests" / "exercises" / "conftest.py"
+
+# A student copy of the course (tools/student_version.py) has no solutions/.
+needs_solutions = pytest.mark.skipif(
+    not (REPO / "solutions").is_dir(),
+    reason="no solutions/ folder: a student copy of the course leaves the reference solutions out")
 
 # ----------------------------------------------------------------------------- the mini-course
 
@@ -423,6 +429,16 @@ def test_bad_arguments_exit_2(args, capsys):
     assert "moe-grade: error:" in capsys.readouterr().err
 
 
+def test_solutions_without_a_solutions_folder_exit_2(tmp_path, monkeypatch, capsys):
+    """In a student copy (no solutions/), --solutions is refused with a message that says why."""
+    monkeypatch.setattr(grade, "REPO", tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        grade.main(["--solutions"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "moe-grade: error: --solutions: no solutions/ folder in" in err and "student copy" in err
+
+
 def test_unknown_exercise_exits_2(course, capsys):
     code, _, err = run_grade(capsys, "--tests-dir", course / "tests" / "exercises", "--exercises",
                              course / "solutions", "--exercise", "ex99")
@@ -439,6 +455,7 @@ def _moe_grade(*args, timeout=600) -> subprocess.CompletedProcess:
                           check=False)
 
 
+@needs_solutions
 def test_real_course_solutions_score_100_percent():
     proc = _moe_grade("--solutions")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -459,6 +476,7 @@ def test_real_course_untouched_exercises_score_zero():
     assert total[0] == 0
 
 
+@needs_solutions
 def test_real_course_fixture_class(tmp_path):
     """Copies of solutions/, one module broken per student, graded on two exercises."""
     solutions = REPO / "solutions"

@@ -3,7 +3,8 @@
 Format (every `notebooks/NN_*.ipynb`): a title and the notebook's own "Open in
 Colab" badge in the first cell, learning objectives, an install cell, a call
 to `nb.setup`, a recap, and numbered interview questions at the end whose
-answers are in `solutions/notebooks/<same name>.md` (one `### N.` heading each).
+answers are in `solutions/notebooks/<same name>.md` (one `### N.` heading each; that check is
+skipped in a student copy of the course, which has no `solutions/`).
 
 Committed outputs must come from a full run (`python tools/nbrun.py`): every
 code cell executed in order, no errors, no TensorFlow log noise, and the
@@ -86,6 +87,8 @@ def test_format(path):
     assert "## Interview questions" in last_markdown, "interview questions close the notebook"
 
 
+@pytest.mark.skipif(not ANSWERS.is_dir(), reason="no solutions/notebooks/ (a student copy of the course leaves the "
+                                                 "answers out): the interview answers are checked in the full course")
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_every_interview_question_has_an_answer(path):
     questions = _questions(_read(path))

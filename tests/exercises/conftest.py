@@ -7,7 +7,8 @@ fixture; every test carries ``@pytest.mark.points(n)``.
 Which folder the exercise modules come from:
 
 * ``pytest tests/exercises``                 → ``exercises/`` (your work);
-* ``pytest tests/exercises --solutions``     → ``solutions/`` (the references);
+* ``pytest tests/exercises --solutions``     → ``solutions/`` (the references; every test is skipped, with
+  the reason, in a student copy, which has no ``solutions/``);
 * ``MOE_TF_EXERCISES_DIR=DIR pytest ...``    → ``DIR`` (used by ``moe-grade``).
 """
 
@@ -83,3 +84,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if here in Path(item.fspath).parents and item.get_closest_marker("points") is None:
             raise pytest.UsageError(f"{item.nodeid} has no @pytest.mark.points(n)")
+    folder = exercises_dir(config)
+    if folder == REPO / "solutions" and not folder.is_dir():
+        # A student copy (tools/student_version.py) has no solutions/: nothing to grade them against.
+        skip = pytest.mark.skip(reason=f"--solutions: no solutions/ folder in {REPO} (a student copy of the course "
+                                       "leaves the reference solutions out); grade your exercises/ without --solutions")
+        for item in items:
+            if here in Path(item.fspath).parents:
+                item.add_marker(skip)

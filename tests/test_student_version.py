@@ -1,0 +1,102 @@
+"""`tools/student_version.py`: the student copy of the course, and the test suite inside it.
+
+The copy is built from `git ls-files` of this checkout (skipped when this is not a git checkout,
+for example inside a student copy). In the copy, run in subprocesses: the notebook format and
+answer checks pass or skip cleanly (the answers live in `solutions/`, which the copy lacks), and
+`moe-grade --solutions` exits 2 with a message that says why.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+import student_version
+
+pytestmark = pytest.mark.skipif(not student_version.is_git_checkout(REPO),
+                                reason="not a git checkout (a student copy has no .git): nothing to copy from")
+
+
+@pytest.fixture(scope="module")
+def copy(tmp_path_factory):
+    dest = tmp_path_factory.mktemp("student") / "course"
+    written, left_out, missing = student_version.write_student_version(dest, REPO)
+    return dest, written, left_out, missing
+
+
+def _files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink()}
+
+
+def test_copy_has_the_course_without_solutions(copy):
+    dest, written, left_out, missing = copy
+    files = _files(dest)
+    assert files == set(written)
+    assert not [f for f in files if f == "solutions" or f.startswith("solutions/")]
+    assert not (dest / "solutions").exists()
+    assert left_out and all(f.startswith("solutions/") for f in left_out)
+    assert "solutions/README.md" in left_out and any(f.startswith("solutions/notebooks/") for f in left_out)
+    tracked = set(student_version.tracked_files(REPO))
+    assert files == (tracked - set(left_out) - set(missing)) | {"STUDENT_VERSION.md"}
+    for folder in ("exercises", "notebooks", "tests/exercises"):
+        assert (REPO / folder).is_dir()
+        wanted = {p.relative_to(REPO).as_posix() for p in (REPO / folder).iterdir() if p.is_file()} & tracked
+        assert wanted and wanted <= files, f"{folder}/ not copied: {sorted(wanted - files)[:5]}"
+    assert {f"exercises/ex{n:02d}" for n in range(1, 17)} <= {f[: len("exercises/exNN")] for f in files}
+    assert len([f for f in files if f.startswith("notebooks/") and f.endswith(".ipynb")]) >= 10
+    assert not [f for f in files if "/.venv/" in f"/{f}" or "__pycache__" in f]
+    note = (dest / "STUDENT_VERSION.md").read_text(encoding="utf-8")
+    assert "student copy" in note and "moe-grade" in note
+
+
+def test_a_destination_that_is_not_empty_is_refused(tmp_path, capsys):
+    dest = tmp_path / "taken"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("mine", encoding="utf-8")
+    assert student_version.main([str(dest)]) == 2
+    err = capsys.readouterr().err
+    assert str(dest) in err and "not empty" in err
+    assert _files(dest) == {"notes.txt"}
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x", encoding="utf-8")
+    assert student_version.main([str(a_file)]) == 2
+    assert str(a_file) in capsys.readouterr().err
+
+
+def _run_in(dest: Path, *args: str) -> subprocess.CompletedProcess:
+    # The copy's own moe_tf (cwd first on sys.path), not this checkout's.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_")) and k != "PYTHONPATH"}
+    env.update(PYTHONDONTWRITEBYTECODE="1", TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, *args], cwd=dest, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def _untracked_hint() -> str:
+    pending = student_version.untracked_files(REPO)
+    return f"\n(untracked files the copy lacks: {pending})" if pending else ""
+
+
+def test_the_notebook_checks_pass_or_skip_in_the_copy(copy):
+    dest = copy[0]
+    proc = _run_in(dest, "-m", "pytest", "-q", "tests/test_notebooks.py", "-k", "format or answer",
+                   "-p", "no:cacheprovider", "-rs")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out + _untracked_hint()
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "error" not in summary and "failed" not in summary, out
+    assert "skipped" in out and "student copy" in out, out
+
+
+def test_moe_grade_solutions_exits_2_in_the_copy(copy):
+    dest = copy[0]
+    proc = _run_in(dest, "-m", "moe_tf.grade", "--solutions")
+    assert proc.returncode == 2, proc.stdout + proc.stderr + _untracked_hint()
+    assert f"--solutions: no solutions/ folder in {dest}" in proc.stderr, proc.stderr
+    assert "student copy" in proc.stderr
