@@ -317,3 +317,27 @@ def test_seed_parser_reads_each_layout(tmp_path):
     (tmp_path / "004_e.txt").unlink()
     with pytest.raises(FileNotFoundError, match="004"):
         qb.seed_items(tmp_path)
+
+
+def _cli(*args, stdin=""):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "question_bank.py"), *args],
+        input=stdin, capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+    )
+
+
+def test_quiz_shows_a_question_then_its_answer():
+    result = _cli("quiz", "--topic", "capacity", stdin="\n")  # one Enter, then end of input
+    assert result.returncode == 0, result.stderr
+    _, questions, answers = qb.load(ROOT)
+    capacity = [q for q in questions if q["topic"] == "capacity"]
+    shown = [q for q in capacity if q["en"].strip() in result.stdout]
+    assert len(shown) == 2, result.stdout  # the first question answered, the second asked when input ended
+    if answers is not None:
+        assert sum(answers[q["id"]]["answer"].strip()[:60] in result.stdout for q in shown) == 1
+
+
+def test_quiz_rejects_an_unknown_topic():
+    result = _cli("quiz", "--topic", "routers")
+    assert result.returncode != 0
+    assert "--topic 'routers': choose one of basics, params-compute" in result.stderr
