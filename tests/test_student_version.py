@@ -94,6 +94,20 @@ def test_the_notebook_checks_pass_or_skip_in_the_copy(copy):
     assert "skipped" in out and "student copy" in out, out
 
 
+def test_the_question_bank_checks_pass_or_skip_in_the_copy(copy):
+    """Questions without answers: every link of the questions resolves, the answer checks skip."""
+    dest = copy[0]
+    proc = _run_in(dest, "-m", "pytest", "-q", "tests/test_question_bank.py", "-p", "no:cacheprovider", "-rs")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out + _untracked_hint()
+    assert "failed" not in proc.stdout.strip().splitlines()[-1], out
+    assert "student version: no solutions/" in out, out
+    quiz = subprocess.run([sys.executable, "tools/question_bank.py", "quiz", "--topic", "myths"], cwd=dest,
+                          input="\n", capture_output=True, text=True, timeout=60, check=False)
+    assert quiz.returncode == 0, quiz.stdout + quiz.stderr
+    assert "the answers are not in the student version" in quiz.stdout, quiz.stdout
+
+
 def test_moe_grade_solutions_exits_2_in_the_copy(copy):
     dest = copy[0]
     proc = _run_in(dest, "-m", "moe_tf.grade", "--solutions")
