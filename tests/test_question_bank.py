@@ -274,8 +274,16 @@ def test_render_with_answers(tmp_path):
     page = qb.render(tmp_path, with_answers=True)
     assert "**Answer.** Keep the k largest gates." in page
     assert "**Common wrong answer.** Keep k random experts." in page
-    assert "[`exercises/ex01.py::ANSWER`](../exercises/ex01.py)" in page
-    assert "[`notebooks/lesson.md#2-top-k-gates-renormalised`](../notebooks/lesson.md#2-top-k-gates-renormalised)" in page
+    assert "**Evidence:** [`ex01.py::ANSWER`](../exercises/ex01.py)" in page
+    assert "[lesson.md › 2. Top-k gates, renormalised](../notebooks/lesson.md#2-top-k-gates-renormalised)" in page
+    assert "seeds: `000#1`" in page
+
+
+def test_an_answer_that_opens_with_a_list_gets_its_label_on_a_line_of_its_own(tmp_path):
+    _, answers = _mini_bank(tmp_path)
+    answers["answers"]["top-k"]["answer"] = "- keep the k largest\n- renormalise"
+    _write(tmp_path, answers=answers)
+    assert "**Answer.**\n\n- keep the k largest\n- renormalise\n" in qb.render(tmp_path, with_answers=True)
 
 
 # ------------------------------------------------------------------ anchors and the seed parser

@@ -158,9 +158,10 @@ def _markdown_sources(path):
     return [path.read_text(encoding="utf-8")]
 
 
-def anchors(path):
-    """The GitHub anchors of every heading in a Markdown file or a notebook's Markdown cells."""
-    seen, out = {}, []
+def headings(path):
+    """`{anchor: heading text}` of every heading in a Markdown file or a notebook's Markdown cells,
+    with GitHub's anchors (a repeated heading gets `-1`, `-2`, ...)."""
+    seen, out = {}, {}
     for source in _markdown_sources(Path(path)):
         fence = False
         for line in source.splitlines():
@@ -168,11 +169,17 @@ def anchors(path):
                 fence = not fence
             m = None if fence else re.match(r"^#{1,6} (.+?)#*\s*$", line)
             if m:
-                base = slug(re.sub(r"<[^>]+>", "", m.group(1)))
+                text = re.sub(r"<[^>]+>", "", m.group(1)).strip()
+                base = slug(text)
                 n = seen.get(base, 0)
                 seen[base] = n + 1
-                out.append(base if n == 0 else f"{base}-{n}")
+                out[base if n == 0 else f"{base}-{n}"] = text
     return out
+
+
+def anchors(path):
+    """The GitHub anchors of every heading in a Markdown file or a notebook's Markdown cells."""
+    return list(headings(path))
 
 
 def defines(path, name):
@@ -298,31 +305,47 @@ def problems(root=ROOT, seeds=None):
 
 
 # --------------------------------------------------------------------------- rendering
-def _rel(link, page):
-    """A Markdown link from `page` (a path from the root) to `link` (path[#anchor] or path::name)."""
-    path = link.partition("::")[0]
-    target = os.path.relpath(path.partition("#")[0], Path(page).parent)
-    anchor = path.partition("#")[2]
-    href = target + (f"#{anchor}" if anchor else "")
-    return f"[`{link}`]({href})"
+def _rel(link, page, root=ROOT):
+    """A Markdown link from `page` (a path from the root) to `link` (path[#anchor] or path::name),
+    labelled for reading: "notebook 04 › 2. Top-k gates", "myths.md › ...", "`ex01.py::gate`"."""
+    path, sep, name = link.partition("::")
+    path, _, anchor = path.partition("#")
+    href = os.path.relpath(path, Path(page).parent) + (f"#{anchor}" if anchor else "")
+    file = Path(path)
+    if sep:
+        label = f"`{file.name}::{name}`"
+    elif anchor:
+        heading = headings(Path(root) / path).get(anchor, anchor)
+        where = f"notebook {file.name[:2]}" if file.suffix == ".ipynb" and file.name[:2].isdigit() else file.name
+        label = f"{where} › {heading}"
+    else:
+        label = f"`{path}`"
+    return f"[{label}]({href})"
 
 
 def _seed_label(source):
-    number, _, item = source.partition("#")
-    return f"{number} {item}"
+    return f"`{source}`"
 
 
-def _question_block(q, page, number):
+def _question_block(q, page, number, root):
     lines = [f"### {number}. {q['en'].strip()}", "", f"{q['zh'].strip()}", ""]
     meta = [f"id `{q['id']}`"]
     if q.get("seeds"):
         meta.append("seeds: " + ", ".join(_seed_label(s) for s in q["seeds"]))
     if q.get("notebook"):
-        meta.append("notebook: " + _rel(q["notebook"], page))
+        meta.append("notebook: " + _rel(q["notebook"], page, root))
     if q.get("exercise"):
-        meta.append("exercise: " + _rel(q["exercise"], page))
+        meta.append("exercise: " + _rel(q["exercise"], page, root))
     lines += ["<sub>" + " · ".join(meta) + "</sub>", ""]
     return lines
+
+
+def _labelled(label, text):
+    """`**label** text`, or the label on its own line when the text opens with a list or a block."""
+    text = text.strip()
+    if re.match(r"^([-*] |\d+\. |```|\|)", text):
+        return [f"**{label}**", "", text, ""]
+    return [f"**{label}** {text}", ""]
 
 
 def render(root=ROOT, with_answers=False):
@@ -366,13 +389,13 @@ def render(root=ROOT, with_answers=False):
         lines += [f"## {t['title']}", ""]
         for q in chosen:
             number += 1
-            lines += _question_block(q, page, number)
+            lines += _question_block(q, page, number, root)
             if with_answers:
                 a = answers[q["id"]]
-                lines += ["**Answer.** " + a["answer"].strip(), ""]
+                lines += _labelled("Answer.", a["answer"])
                 if a.get("wrong"):
-                    lines += ["**Common wrong answer.** " + a["wrong"].strip(), ""]
-                lines += ["**Evidence:** " + ", ".join(_rel(e, page) for e in a["evidence"]), ""]
+                    lines += _labelled("Common wrong answer.", a["wrong"])
+                lines += ["**Evidence:** " + " · ".join(_rel(e, page, root) for e in a["evidence"]), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
