@@ -58,6 +58,30 @@ def seeds_dir():
     return Path(env) if env else ROOT.parent / "shared" / "seeds"
 
 
+# How each seed file marks its questions: (pattern, item id) rules, tried on every line. A rule
+# whose id is a dict sets the parsing state instead (the section or part a question belongs to).
+# Otherwise the pattern's second group is the question's wording, and the id is formatted with
+# the pattern's groups ("{1}") and the state ("{part}"); a rule that needs a state not set yet
+# does not fire.
+SEED_RULES = {
+    "000": [(r"^### (\d+)\. (.+)$", "{1}")],
+    "001": [(r"^\*\*Q(\d+)：(.+?)\*\*$", "FAQ{1}"), (r"^### 5\.2 ()(.+)$", "code")],
+    "002": [
+        (r"^### (\d+)\. ", {"section": "{1}"}),
+        (r"^#### 面试题：()(.+)$", "{section}"),
+        (r"^#### 算法编程题：()(.+)$", "code{section}"),
+    ],
+    "003": [
+        (r"^#### 面试题库", {"part": "A"}),
+        (r"^#### 编程题库", {"part": "code"}),
+        (r"^#### 结论", {"part": None}),
+        (r"^\*\*(\d+)\. (.+?)\*\*$", "{part}{1}"),
+        (r"^### (\d+)\. (.+)$", "{1}"),
+    ],
+    "004": [(r"^#### (\d+)\. (.+)$", "{1}")],
+}
+
+
 def seed_items(directory=None):
     """Every question of the seed texts: `{"000#3": "the question's own wording", ...}` in file order.
 
@@ -65,78 +89,26 @@ def seed_items(directory=None):
     """
     directory = Path(directory) if directory else seeds_dir()
     items = {}
-    for number in ("000", "001", "002", "003", "004"):
+    for number, rules in SEED_RULES.items():
         found = sorted(directory.glob(f"{number}_*.txt"))
         if not found:
             raise FileNotFoundError(f"no seed file {number}_*.txt in {directory}")
-        lines = found[0].read_text(encoding="utf-8").splitlines()
-        items.update(_PARSERS[number](number, lines))
+        state = {}
+        for line in found[0].read_text(encoding="utf-8").splitlines():
+            for pattern, item in rules:
+                m = re.match(pattern, line)
+                if not m:
+                    continue
+                groups = [m.group(0), *m.groups()]
+                if isinstance(item, dict):
+                    state.update({k: v and v.format(*groups) for k, v in item.items()})
+                    continue
+                try:
+                    key = item.format(*groups, **{k: v for k, v in state.items() if v is not None})
+                except KeyError:
+                    continue  # e.g. a bold numbered line outside 003's two question lists
+                items[f"{number}#{key}"] = m.group(2).strip()
     return items
-
-
-def _seed000(number, lines):
-    out = {}
-    for line in lines:
-        m = re.match(r"^### (\d+)\. (.+)$", line)
-        if m:
-            out[f"{number}#{m.group(1)}"] = m.group(2).strip()
-    return out
-
-
-def _seed001(number, lines):
-    out = {}
-    for line in lines:
-        m = re.match(r"^\*\*Q(\d+)：(.+?)\*\*$", line)
-        if m:
-            out[f"{number}#FAQ{m.group(1)}"] = m.group(2).strip()
-        if line.startswith("### 5.2 "):
-            out[f"{number}#code"] = line[len("### 5.2 "):].strip()
-    return out
-
-
-def _seed002(number, lines):
-    out, section = {}, None
-    for line in lines:
-        m = re.match(r"^### (\d+)\. ", line)
-        if m:
-            section = m.group(1)
-        m = re.match(r"^#### 面试题：(.+)$", line)
-        if m:
-            out[f"{number}#{section}"] = m.group(1).strip()
-        m = re.match(r"^#### 算法编程题：(.+)$", line)
-        if m:
-            out[f"{number}#code{section}"] = m.group(1).strip()
-    return out
-
-
-def _seed003(number, lines):
-    out, part = {}, None
-    for line in lines:
-        if line.startswith("#### 面试题库"):
-            part = "A"
-        elif line.startswith("#### 编程题库"):
-            part = "code"
-        elif line.startswith("#### 结论"):
-            part = None
-        m = re.match(r"^\*\*(\d+)\. (.+?)\*\*$", line)
-        if m and part:
-            out[f"{number}#{part}{m.group(1)}"] = m.group(2).strip()
-        m = re.match(r"^### (\d+)\. (.+)$", line)
-        if m:
-            out[f"{number}#{m.group(1)}"] = m.group(2).strip()
-    return out
-
-
-def _seed004(number, lines):
-    out = {}
-    for line in lines:
-        m = re.match(r"^#### (\d+)\. (.+)$", line)
-        if m:
-            out[f"{number}#{m.group(1)}"] = m.group(2).strip()
-    return out
-
-
-_PARSERS = {"000": _seed000, "001": _seed001, "002": _seed002, "003": _seed003, "004": _seed004}
 
 
 # --------------------------------------------------------------------------- links
