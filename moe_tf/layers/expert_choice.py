@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from moe_tf import _checks
-from moe_tf.layers.experts import Experts
+from moe_tf.layers.experts import Experts, apply_per_group
 from moe_tf.layers.router import TopKRouter
 from moe_tf.routing import expert_capacity
 
@@ -187,17 +187,11 @@ class ExpertChoiceMoE(keras.layers.Layer):
 
     def call(self, inputs, mask=None, training=None):
         x, token_mask = self._groups(inputs, mask)
-        dim = x.shape[2]
         route = self._route(x, token_mask, training)
         dispatch, gates = route["dispatch"], route["gates"]  # [B, E, c, n], [B, E, c]
-        c = gates.shape[-1]
-        E = self.num_experts
         # Gather each expert's c tokens (a one-hot matmul, as in the paper's pseudo-code).
         expert_inputs = ops.einsum("becn,bnd->becd", ops.cast(dispatch, x.dtype), x)  # [B, E, c, d]
-        expert_inputs = ops.reshape(ops.transpose(expert_inputs, (1, 0, 2, 3)), (E, -1, dim))  # [E, B*c, d]
-        expert_outputs = ops.cast(self.experts(expert_inputs), "float32")  # [E, B*c, o]
-        out_dim = expert_outputs.shape[-1]
-        expert_outputs = ops.transpose(ops.reshape(expert_outputs, (E, -1, c, out_dim)), (1, 0, 2, 3))  # [B, E, c, o]
+        expert_outputs = apply_per_group(self.experts, expert_inputs)  # [B, E, c, o]
         # Scatter back, weighted by the gates; a token no expert picked gets exactly 0.
         outputs = ops.einsum("becn,bec,beco->bno", dispatch, gates, expert_outputs)  # [B, n, o]
         if len(inputs.shape) == 2:

@@ -123,3 +123,17 @@ class Experts(keras.layers.Layer):
             }
         )
         return config
+
+
+def apply_per_group(experts, inputs):
+    """Run `experts` on slots laid out per group: `[G, E, c, d]` -> `[G, E, c, o]` (float32).
+
+    Expert-choice and Soft MoE layers fill `c` slots of each expert in each of
+    `G` groups. Every expert runs once, on its slots of all groups together
+    (`[E, G*c, d]`), and the outputs go back to the per-group layout.
+    """
+    shape = ops.shape(inputs)
+    E, c = inputs.shape[1], shape[2]
+    flat = ops.reshape(ops.transpose(inputs, (1, 0, 2, 3)), (E, -1, inputs.shape[-1]))  # [E, G*c, d]
+    outputs = ops.cast(experts(ops.cast(flat, experts.compute_dtype)), "float32")  # [E, G*c, o]
+    return ops.transpose(ops.reshape(outputs, (E, -1, c, outputs.shape[-1])), (1, 0, 2, 3))  # [G, E, c, o]

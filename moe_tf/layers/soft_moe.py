@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from moe_tf import _checks
-from moe_tf.layers.experts import Experts
+from moe_tf.layers.experts import Experts, apply_per_group
 
 
 @keras.saving.register_keras_serializable(package="moe_tf")
@@ -148,12 +148,8 @@ class SoftMoE(keras.layers.Layer):
         E, p = self.num_experts, self.slots_per_expert
         w = self._weights(x, token_mask)
         slots = ops.einsum("bms,bmd->bsd", w["dispatch"], ops.cast(x, "float32"))  # [B, S, d]
-        expert_inputs = ops.reshape(ops.transpose(ops.reshape(slots, (-1, E, p, dim)), (1, 0, 2, 3)), (E, -1, dim))
-        expert_outputs = ops.cast(self.experts(ops.cast(expert_inputs, self.compute_dtype)), "float32")  # [E, B*p, o]
-        out_dim = expert_outputs.shape[-1]
-        slot_outputs = ops.reshape(
-            ops.transpose(ops.reshape(expert_outputs, (E, -1, p, out_dim)), (1, 0, 2, 3)), (-1, E * p, out_dim)
-        )  # [B, S, o]
+        expert_outputs = apply_per_group(self.experts, ops.reshape(slots, (-1, E, p, dim)))  # [B, E, p, o]
+        slot_outputs = ops.reshape(expert_outputs, (-1, E * p, expert_outputs.shape[-1]))  # [B, S, o]
         outputs = ops.einsum("bms,bso->bmo", w["combine"], slot_outputs)  # [B, m, o]
         if token_mask is not None:
             outputs = outputs * token_mask[..., None]
