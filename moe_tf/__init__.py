@@ -5,7 +5,7 @@ load from `.keras` files.
 """
 
 from moe_tf import callbacks, dispatch, losses, metrics, routing
-from moe_tf.callbacks import RoutingStats
+from moe_tf.callbacks import RoutingStats, StepTimer
 from moe_tf.layers import ExpertChoiceMoE, Experts, MixtureOfExperts, SharedExpertsMoE, SoftMoE, TopKRouter
 
 __version__ = "0.1.0"
@@ -17,6 +17,7 @@ __all__ = [
     "RoutingStats",
     "SharedExpertsMoE",
     "SoftMoE",
+    "StepTimer",
     "TopKRouter",
     "callbacks",
     "dispatch",

@@ -21,6 +21,8 @@ Layer kinds (`LAYER_KINDS`):
   every token.
 - `"gather"`, `"einsum"`: sparse top-k `MixtureOfExperts` with that dispatch
   (see `moe_tf.dispatch`) and a capacity factor.
+- `"dropless"`: sparse top-k with no capacity (nothing dropped) and the
+  block-wise dropless dispatch: what `MixtureOfExperts(k=2)` builds by default.
 - `"experts"`: the E batched expert MLPs alone on tokens already grouped by
   expert (perfectly balanced, no router, no dispatch): the cost of running E
   small matmuls instead of one large one.
@@ -36,7 +38,7 @@ from moe_tf import _checks
 
 __all__ = ["LAYER_KINDS", "make_layer", "make_step", "run_once", "time_layers", "time_row", "time_step"]
 
-LAYER_KINDS = ("dense-moe", "gather", "einsum", "experts", "ffn")
+LAYER_KINDS = ("dense-moe", "gather", "einsum", "dropless", "experts", "ffn")
 
 
 def make_layer(kind, num_experts, k=2, units=256, dim=128, capacity_factor=1.0, seed=0):
@@ -44,7 +46,7 @@ def make_layer(kind, num_experts, k=2, units=256, dim=128, capacity_factor=1.0, 
 
     Args:
         kind: one of `LAYER_KINDS`: `"dense-moe"`, `"gather"`, `"einsum"`,
-            `"experts"` or `"ffn"` (see the module docstring).
+            `"dropless"`, `"experts"` or `"ffn"` (see the module docstring).
         num_experts: E.
         k: experts per token of the sparse kinds, `1 <= k <= E` (the FFN's
             hidden width is `k * units`; `"dense-moe"` ignores it).
@@ -53,7 +55,8 @@ def make_layer(kind, num_experts, k=2, units=256, dim=128, capacity_factor=1.0, 
         capacity_factor: capacity factor of `"gather"` and `"einsum"`, a
             float > 0, or None for no capacity limit (then each expert's
             buffer holds all T tokens, and the sparse layer computes as much
-            as the dense mixture). Ignored by the other kinds.
+            as the dense mixture: what `"dropless"` avoids). Ignored by the
+            other kinds.
         seed: seeds the initializers (`keras.utils.set_random_seed`).
 
     Returns:
@@ -88,6 +91,8 @@ def make_layer(kind, num_experts, k=2, units=256, dim=128, capacity_factor=1.0, 
     common = {"num_experts": num_experts, "expert_units": units, "balance_loss": "switch"}
     if kind == "dense-moe":
         layer = MixtureOfExperts(**common)
+    elif kind == "dropless":
+        layer = MixtureOfExperts(**common, k=k, capacity_factor=None, dispatch="dropless")
     else:
         layer = MixtureOfExperts(**common, k=k, capacity_factor=capacity_factor, dispatch=kind)
     layer.build((None, dim))

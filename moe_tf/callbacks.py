@@ -1,4 +1,6 @@
-"""`RoutingStats`: per-expert load of every MoE layer, epoch by epoch."""
+"""Callbacks: `RoutingStats` (per-expert load of every MoE layer, epoch by epoch) and `StepTimer` (ms per step)."""
+
+import time
 
 import keras
 import numpy as np
@@ -100,3 +102,47 @@ class RoutingStats(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Times every training step of `fit`; `median_ms` is the step time after compilation.
+
+    The first step of `fit` traces the model and, with `jit_compile=True`,
+    compiles it with XLA: it takes seconds, not milliseconds, and is left
+    out. A differently shaped batch (the last, partial one of an epoch)
+    compiles again; the median ignores such rare outliers. Time is the wall
+    clock between `on_train_batch_begin` and `on_train_batch_end`, which
+    includes reading the loss back from the device, as `fit` does anyway.
+
+    Attributes:
+        times: seconds of every timed step (the first one excluded), in order.
+
+    Example:
+    >>> timer = StepTimer()
+    >>> model.fit(x, y, epochs=1, callbacks=[timer])
+    >>> timer.median_ms()  # e.g. 7.9
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.times = []
+        self._start = None
+        self._seen_first = False
+
+    def on_train_begin(self, logs=None):
+        self.times, self._seen_first = [], False
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if logs and "loss" in logs:
+            float(logs["loss"])  # wait for the step to finish
+        elapsed = time.perf_counter() - self._start
+        if self._seen_first:
+            self.times.append(elapsed)
+        self._seen_first = True
+
+    def median_ms(self):
+        """Median milliseconds per training step after the first one; None before two steps ran."""
+        return float(np.median(self.times) * 1e3) if self.times else None

@@ -1,6 +1,7 @@
-"""Sending tokens to their experts' capacity slots and bringing results back.
+"""Sending tokens to their experts and bringing results back.
 
-Two implementations of the same maths, selectable in `MixtureOfExperts`:
+Three dispatches, selectable in `MixtureOfExperts(dispatch=...)`. The first
+two fill fixed capacity slots (`C` per expert) and implement the same maths:
 
 - `einsum_dispatch`: the GShard/Switch/Mesh-TF formulation. Builds a binary
   dispatch tensor `[T, E, C]` and a combine tensor of the same shape, and
@@ -8,9 +9,16 @@ Two implementations of the same maths, selectable in `MixtureOfExperts`:
   `T * E * C = capacity_factor * k * T^2`: quadratic in the tokens.
 - `gather_dispatch`: scatter-adds each kept token into its slot
   (`segment_sum`), runs the experts, and gathers each token's slots back.
-  Memory is linear in T; this is the default.
+  Memory is linear in T; the default with a capacity factor.
+- `dropless_dispatch`: no capacity and nothing dropped, at sparse cost (the
+  MegaBlocks idea, Gale et al. 2022). Each expert's assignments are laid
+  out contiguously, each expert's run is padded to a multiple of a block of
+  `b` rows, and every block runs through its own expert: about `k*T` rows
+  of expert compute (at most `k*T + E*b`), not the `E*T` of `C = T` slots.
+  The shapes stay static, so it compiles under XLA. The default when
+  `capacity_factor=None`.
 
-Both take the routing decision already made (`capacity_positions`) and
+All take the routing decision already made (`capacity_positions`) and
 return exactly 0 for an assignment that was dropped: never `input * gate`.
 
 Shapes:
@@ -22,6 +30,8 @@ Shapes:
 """
 
 from keras import ops
+
+from moe_tf import _checks
 
 
 def dispatch_and_combine_tensors(indices, positions, weights, keep, num_experts, capacity):
@@ -90,4 +100,127 @@ def gather_dispatch(tokens, indices, positions, weights, keep, experts, num_expe
     return ops.sum(gathered * ops.cast(weights, "float32")[..., None], axis=1)  # [T, d_out]
 
 
+def dropless_block_size(num_assignments, num_experts):
+    """Rows per block of the dropless dispatch: a power of two in [8, 128].
+
+    Padding costs up to `E * (b - 1)` rows of wasted expert compute, while
+    every block reads (and, in the backward pass, writes) its expert's
+    weights once, and its weight gradient is a full `[d, h]` matrix: `k*T / b + E`
+    of them. The largest power of two `b <= sqrt(32 * k*T / E)` (at least 8,
+    at most 128) was the fastest block size on a 2-core CPU under XLA
+    (T = 4096, d = 128, h = 256: b = 64 at E = 64, 128 at E = 16; MNIST's
+    T = 128, E = 8: b = 32).
+
+    Args:
+        num_assignments: `k*T` (a Python int, or a scalar tensor when the
+            batch size is known only at run time).
+        num_experts: E.
+
+    Returns:
+        The block size: an int, or an int32 scalar tensor for a tensor input.
+
+    Example:
+    >>> dropless_block_size(num_assignments=8192, num_experts=64)
+    64
+    >>> dropless_block_size(num_assignments=256, num_experts=8)
+    32
+    """
+    # Doubling b while 2b <= sqrt(32A/E), i.e. while b*b*E <= 8A: integer arithmetic, the same on both paths.
+    if _checks.is_int(num_assignments):
+        return 8 + sum(b for b in (8, 16, 32, 64) if b * b * num_experts <= 8 * num_assignments)
+    a = ops.cast(num_assignments, "int32")
+    return 8 + sum(b * ops.cast(b * b * num_experts <= 8 * a, "int32") for b in (8, 16, 32, 64))
+
+
+def dropless_layout(indices, keep, num_experts, block):
+    """Where each (token, choice) goes in the dropless buffer, and which expert runs each block.
+
+    Expert e's kept assignments take the rows `start[e], start[e] + 1, ...`
+    in queue order (first choices before second choices, then token order,
+    as `capacity_positions`), where `start` is the exclusive cumulative sum
+    of the experts' counts, each rounded up to a multiple of `block`. So
+    every block of `block` rows holds the assignments of one expert only,
+    padded with empty (zero) rows.
+
+    Args:
+        indices: `[T, k]` chosen experts.
+        keep: `[T, k]`, 1 for a real assignment, 0 for padding tokens.
+        num_experts: E.
+        block: rows per block (an int, or a scalar tensor).
+
+    Returns:
+        `(rows, block_experts, num_rows)`: `rows` `[T, k]` int32, the buffer
+        row of each assignment (`num_rows` for an assignment not kept: the
+        discarded trash row); `block_experts` `[num_rows // block]` int32,
+        the expert of each block (blocks past the used rows are empty and
+        name expert E - 1); `num_rows` the buffer size
+        `floor((T*k + E*(block-1)) / block) * block <= T*k + E*block` (an int when T and
+        `block` are; else a scalar tensor that XLA folds to a constant,
+        since it depends on shapes only).
+    """
+    num_tokens, num_choices = ops.shape(indices)[0], indices.shape[-1]
+    one_hot = ops.one_hot(indices, num_experts, dtype="int32") * ops.cast(keep, "int32")[..., None]  # [T, k, E]
+    queue = ops.reshape(ops.transpose(one_hot, (1, 0, 2)), (-1, num_experts))  # [k*T, E], choice-major
+    before = ops.cumsum(queue, axis=0) - queue  # exclusive cumsum  [k*T, E]
+    positions = ops.sum(before * queue, axis=-1)  # [k*T] rank of the assignment within its expert
+    positions = ops.transpose(ops.reshape(positions, (num_choices, -1)), (1, 0))  # [T, k]
+    counts = ops.sum(queue, axis=0)  # [E] assignments per expert
+    padded = (counts + block - 1) // block * block  # [E] rows per expert, a multiple of block
+    ends = ops.cumsum(padded)  # [E]
+    starts = ends - padded  # [E]
+    # Expert e uses ceil(n_e / b) * b <= n_e + b - 1 rows, so all of them use at most k*T + E*(b - 1) rows,
+    # a multiple of b: floor((k*T + E*(b - 1)) / b) blocks always suffice (one at least).
+    num_blocks = (num_tokens * num_choices + num_experts * (block - 1)) // block
+    num_blocks = max(1, num_blocks) if _checks.is_int(num_blocks) else ops.maximum(1, num_blocks)
+    num_rows = num_blocks * block
+    rows = ops.take(starts, indices) + positions  # [T, k]
+    rows = ops.where(keep > 0, rows, num_rows)
+    block_starts = ops.arange(0, num_rows, block, dtype="int32")  # [B]
+    block_experts = ops.sum(ops.cast(ends[None, :] <= block_starts[:, None], "int32"), axis=-1)  # [B]
+    block_experts = ops.minimum(block_experts, num_experts - 1)  # unused tail blocks: zero rows, any expert
+    return ops.cast(rows, "int32"), ops.cast(block_experts, "int32"), num_rows
+
+
+def dropless_dispatch(tokens, indices, weights, keep, experts, num_experts, block=None):
+    """Every assignment runs, at about `k*T` rows of expert compute (MegaBlocks-style blocks).
+
+    Tokens are scattered into a buffer where each expert's assignments sit
+    together, padded to whole blocks (`dropless_layout`); the buffer is cut
+    into `[B, block, d]` blocks, block j runs through expert
+    `block_experts[j]` (`experts(x, expert_ids=...)`), and each assignment's
+    row is gathered back and weighted. Nothing is dropped, whatever the
+    load: the buffer holds `T*k` rows plus at most `block - 1` padding rows
+    per expert.
+
+    Args:
+        tokens, indices, weights, keep: see the module docstring (`keep` is
+            0 only for padding tokens here).
+        experts: a callable `experts(inputs [B, b, d], expert_ids=[B]) -> [B, b, d_out]`,
+            e.g. a `moe_tf.layers.Experts`.
+        num_experts: E.
+        block: rows per block; None picks `dropless_block_size`.
+
+    Returns:
+        `[T, d_out]` float32 outputs.
+    """
+    num_tokens, num_choices = ops.shape(tokens)[0], indices.shape[-1]
+    if block is None:
+        block = dropless_block_size(num_tokens * num_choices, num_experts)
+    rows, block_experts, num_rows = dropless_layout(indices, keep, num_experts, block)  # [T, k], [B]
+    flat_rows = ops.reshape(rows, (-1,))  # [T*k]
+    token_ids = ops.reshape(ops.broadcast_to(ops.arange(num_tokens)[:, None], (num_tokens, num_choices)), (-1,))
+    routed = ops.take(tokens, token_ids, axis=0)  # [T*k, d]
+    buffer = ops.segment_sum(routed, flat_rows, num_segments=num_rows + 1)[:num_rows]  # [R, d], rows unique
+    blocks = ops.reshape(buffer, (num_rows // block, block, tokens.shape[-1]))  # [B, b, d]
+    outputs = ops.cast(experts(blocks, expert_ids=block_experts), "float32")  # [B, b, d_out]
+    flat_outputs = ops.reshape(outputs, (num_rows, outputs.shape[-1]))  # [R, d_out]
+    gathered = ops.take(flat_outputs, ops.minimum(rows, num_rows - 1), axis=0)  # [T, k, d_out]
+    gathered = ops.where(keep[..., None] > 0, gathered, 0.0)  # padding reads exactly 0
+    return ops.sum(gathered * ops.cast(weights, "float32")[..., None], axis=1)  # [T, d_out]
+
+
 DISPATCHERS = {"einsum": einsum_dispatch, "gather": gather_dispatch}
+"""The capacity-slot dispatchers, which share one signature."""
+
+DISPATCH_OPTIONS = ("gather", "einsum", "dropless")
+"""Every value of `MixtureOfExperts(dispatch=...)`."""

@@ -16,6 +16,8 @@ removes the slowdown; everything else (the rate, the 1/(1-rate) scaling,
 import keras
 from keras import ops
 
+from moe_tf.rng import philox_seed
+
 
 @keras.saving.register_keras_serializable(package="moe_tf")
 class Dropout(keras.layers.Dropout):
@@ -57,8 +59,10 @@ class Dropout(keras.layers.Dropout):
             return super().call(inputs, training=training)
         import tensorflow as tf
 
-        seed = self.seed_generator.next()  # int64 state, a new one on every call
-        seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), "int32")  # as Keras casts it for XLA
+        seed = philox_seed(self.seed_generator)  # a new [2] int32 seed on every call
+        if isinstance(inputs, tf.SparseTensor):  # e.g. input dropout on a bag of n-grams: drop stored values
+            values = tf.nn.experimental.stateless_dropout(inputs.values, rate=self.rate, seed=seed, rng_alg="philox")
+            return tf.SparseTensor(inputs.indices, values, inputs.dense_shape)
         noise_shape = None
         if self.noise_shape is not None:
             shape = ops.shape(inputs)

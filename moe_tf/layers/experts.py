@@ -49,11 +49,18 @@ class Experts(keras.layers.Layer):
         kernel_initializer: applied to each expert's kernels separately.
         bias_initializer: initializer of the biases.
 
+    Call arguments:
+        inputs: `[E, N, d]`: for each expert, the N tokens it processes.
+        expert_ids: optional `[G]` int expert of each group; then `inputs`
+            is `[G, N, d]` and group g runs through expert `expert_ids[g]`
+            (several groups may share an expert; used by the dropless
+            dispatch, whose blocks of rows each belong to one expert).
+
     Input shape:
-        `[E, N, d]`: for each expert, the N tokens it processes.
+        `[E, N, d]` (or `[G, N, d]` with `expert_ids`).
 
     Output shape:
-        `[E, N, output_units]`.
+        `[E, N, output_units]` (or `[G, N, output_units]`).
 
     Example:
     >>> experts = Experts(num_experts=4, units=32)
@@ -96,14 +103,21 @@ class Experts(keras.layers.Layer):
             self.hidden_bias = self.add_weight(shape=(E, self.units), initializer=self.bias_initializer, name="hidden_bias")
             self.output_bias = self.add_weight(shape=(E, out), initializer=self.bias_initializer, name="output_bias")
 
-    def call(self, inputs):
-        hidden = ops.einsum("end,edh->enh", inputs, self.hidden_kernel)  # [E, N, units]
-        if self.use_bias:
-            hidden = hidden + self.hidden_bias[:, None, :]
+    def call(self, inputs, expert_ids=None):
+        if expert_ids is None:  # group e of the input goes to expert e
+            w1, w2 = self.hidden_kernel, self.output_kernel  # [E, d, units], [E, units, out]
+            b1, b2 = (self.hidden_bias, self.output_bias) if self.use_bias else (None, None)
+        else:  # group g goes to expert expert_ids[g] (the dropless dispatch's blocks)
+            take = lambda w: ops.take(w, expert_ids, axis=0)  # noqa: E731  [G, ...]
+            w1, w2 = take(self.hidden_kernel), take(self.output_kernel)
+            b1, b2 = (take(self.hidden_bias), take(self.output_bias)) if self.use_bias else (None, None)
+        hidden = ops.einsum("end,edh->enh", inputs, w1)  # [G, N, units]
+        if b1 is not None:
+            hidden = hidden + b1[:, None, :]
         hidden = self.activation(hidden)
-        outputs = ops.einsum("enh,eho->eno", hidden, self.output_kernel)  # [E, N, out]
-        if self.use_bias:
-            outputs = outputs + self.output_bias[:, None, :]
+        outputs = ops.einsum("enh,eho->eno", hidden, w2)  # [G, N, out]
+        if b2 is not None:
+            outputs = outputs + b2[:, None, :]
         return outputs
 
     def compute_output_shape(self, input_shape):

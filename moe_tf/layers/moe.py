@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from moe_tf import _checks, losses
-from moe_tf.dispatch import DISPATCHERS
+from moe_tf.dispatch import DISPATCH_OPTIONS, DISPATCHERS, dropless_dispatch
 from moe_tf.layers._aux import add_losses_and_metrics
 from moe_tf.layers.experts import Experts
 from moe_tf.layers.router import TopKRouter
@@ -29,9 +29,10 @@ class MixtureOfExperts(keras.layers.Layer):
     to all first choices before any second choice, then in token order;
     an assignment past capacity is dropped and contributes exactly 0 (a token
     whose every choice is dropped outputs 0: add a residual connection around
-    the layer to pass it through). `capacity_factor=None` drops nothing
-    (capacity = T, which costs as much compute as the dense mixture in the
-    worst case: use a factor such as 1.25 for speed).
+    the layer to pass it through). `capacity_factor=None` drops nothing, and
+    by default still costs about k/E of the dense mixture: the `"dropless"`
+    dispatch lays each expert's tokens out in blocks and runs about `k*T`
+    rows of expert compute (see `moe_tf.dispatch.dropless_dispatch`).
 
     Auxiliary losses are added with `add_loss`, so `model.fit` trains them:
     the balance loss (`"switch"`: `E * sum f_i P_i`; `"shazeer"`: importance
@@ -65,8 +66,13 @@ class MixtureOfExperts(keras.layers.Layer):
         balance_loss: `"switch"`, `"shazeer"` or None.
         balance_loss_weight: weight of the balance loss (Switch: 1e-2).
         z_loss_weight: weight of the router z-loss (ST-MoE: 1e-3); 0 = off.
-        dispatch: `"gather"` (default, linear memory) or `"einsum"` (one-hot
-            dispatch/combine tensors, for teaching).
+        dispatch: how tokens reach their experts (see `moe_tf.dispatch`):
+            `"dropless"` (no capacity, blocks of rows per expert; the default
+            when `capacity_factor=None`), `"gather"` (capacity slots, linear
+            memory; the default with a capacity factor) or `"einsum"`
+            (one-hot dispatch/combine tensors, for teaching). `"gather"` and
+            `"einsum"` with `capacity_factor=None` give every expert T slots:
+            nothing dropped, but the dense mixture's compute.
         use_bias: experts use biases.
         kernel_initializer: experts' kernel initializer.
         router_kernel_initializer: router's; None = Switch's default.
@@ -104,7 +110,7 @@ class MixtureOfExperts(keras.layers.Layer):
         balance_loss="switch",
         balance_loss_weight=1e-2,
         z_loss_weight=0.0,
-        dispatch="gather",
+        dispatch=None,
         use_bias=True,
         kernel_initializer="glorot_uniform",
         router_kernel_initializer=None,
@@ -130,7 +136,15 @@ class MixtureOfExperts(keras.layers.Layer):
         self.balance_loss = _checks.one_of("balance_loss", balance_loss, BALANCE_LOSSES)
         self.balance_loss_weight = _checks.number("balance_loss_weight", balance_loss_weight)
         self.z_loss_weight = _checks.number("z_loss_weight", z_loss_weight)
-        self.dispatch = _checks.one_of("dispatch", dispatch, tuple(DISPATCHERS))
+        if dispatch is None:
+            dispatch = "dropless" if self.capacity_factor is None else "gather"
+        self.dispatch = _checks.one_of("dispatch", dispatch, DISPATCH_OPTIONS)
+        if self.dispatch == "dropless" and self.capacity_factor is not None:
+            raise ValueError(
+                f"`dispatch='dropless'` never drops a token, so it takes no capacity: received "
+                f"capacity_factor={capacity_factor!r}. Pass capacity_factor=None for dropless routing, or "
+                f"dispatch='gather' (or 'einsum') to use a capacity."
+            )
         self.seed = seed
         self.log_expert_load = bool(log_expert_load)
         self.supports_masking = True
@@ -210,11 +224,19 @@ class MixtureOfExperts(keras.layers.Layer):
             dropped = ops.zeros((), "float32")
         else:
             indices = route["indices"]  # [T, k]
-            num_tokens = ops.shape(tokens)[0]
-            capacity = buffer_capacity(num_tokens, E, self.k, self.capacity_factor)
-            positions, keep = capacity_positions(indices, E, capacity, token_mask)  # [T, k], [T, k]
-            weights = route["top_gates"] * keep  # [T, k]
-            outputs = DISPATCHERS[self.dispatch](tokens, indices, positions, weights, keep, self.experts, E, capacity)
+            if self.dispatch == "dropless":  # every assignment runs; only padding is left out
+                keep = ops.ones_like(route["top_gates"])  # [T, k]
+                if token_mask is not None:
+                    keep = keep * token_mask[:, None]
+                weights = route["top_gates"] * keep  # [T, k]
+                outputs = dropless_dispatch(tokens, indices, weights, keep, self.experts, E)
+            else:
+                num_tokens = ops.shape(tokens)[0]
+                capacity = buffer_capacity(num_tokens, E, self.k, self.capacity_factor)
+                positions, keep = capacity_positions(indices, E, capacity, token_mask)  # [T, k], [T, k]
+                weights = route["top_gates"] * keep  # [T, k]
+                dispatcher = DISPATCHERS[self.dispatch]
+                outputs = dispatcher(tokens, indices, positions, weights, keep, self.experts, E, capacity)
             expert_mask = ops.one_hot(indices, E)  # [T, k, E], router choices before capacity
             if token_mask is not None:
                 expert_mask = expert_mask * token_mask[:, None, None]

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from moe_tf import _checks
+from moe_tf import _checks, rng
 from moe_tf.routing import scatter_gates, softmax_gates, top_k_choices
 
 NOISE_TYPES = ("none", "gaussian", "jitter")
@@ -168,13 +168,11 @@ class TopKRouter(keras.layers.Layer):
         clean_logits = self._project(x)  # [T, E]
         logits = clean_logits
         if training and self.noise == "jitter" and self.noise_epsilon > 0:
-            jitter = keras.random.uniform(
-                ops.shape(x), 1.0 - self.noise_epsilon, 1.0 + self.noise_epsilon, seed=self.seed_generator
-            )
+            jitter = rng.uniform(ops.shape(x), self.seed_generator, 1.0 - self.noise_epsilon, 1.0 + self.noise_epsilon)
             logits = self._project(x * jitter)
         if training and self.noise == "gaussian":
             noise_stddev = ops.softplus(ops.matmul(x, self.noise_kernel)) + self.noise_epsilon  # [T, E]
-            logits = clean_logits + keras.random.normal(ops.shape(clean_logits), seed=self.seed_generator) * noise_stddev
+            logits = clean_logits + rng.normal(ops.shape(clean_logits), self.seed_generator) * noise_stddev
         probs = softmax_gates(logits)  # [T, E]
         if self.k is None:
             gates, top_gates, indices = probs, None, None
