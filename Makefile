@@ -26,6 +26,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/dispatch.py
+	$(PY) bench/jit.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis runs
