@@ -141,6 +141,9 @@ def test_end_to_end_all_models(tmp_path, capsys, fake_mnist):
         assert len(r["history"]["loss"]) == len(r["history"]["val_accuracy"]) == 2
         assert f"{100 * r['test_accuracy']:.2f}%" in rows[name]
         assert f"{r['total_params']:,}" in rows[name] and f"{r['active_flops']:,}" in rows[name]
+        # step time: median of the 2 x 8 - 1 steps after the first (compilation), well under the whole fit
+        assert 0 < r["step_ms"] < 1e3 * r["train_time_s"] / 8, f"{name}: step time {r['step_ms']} ms"
+        assert f"{r['step_ms']:.1f} ms" in rows[name]
     assert by_model["dense"]["test_dropped"] is None and by_model["dense"]["expert_load"] == {}
     assert by_model["dense-moe"]["test_dropped"] == 0.0
     assert by_model["topk-moe"]["active_params"] < by_model["dense-moe"]["active_params"]

@@ -228,3 +228,19 @@ def test_balanced_router_has_switch_value_near_one():
     hist = model.fit(x, np.zeros((16, S, 1)), batch_size=8, epochs=1, verbose=0).history
     assert hist["moe_balance_loss"][0] == pytest.approx(1.0, abs=1e-5)
     assert hist["moe_entropy"][0] == pytest.approx(math.log(E), abs=1e-5), "uniform router: entropy log E"
+
+
+def test_step_timer_skips_the_first_step_and_reports_the_median():
+    import keras
+
+    from moe_tf.callbacks import StepTimer
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse", jit_compile=True)
+    timer = StepTimer()
+    assert timer.median_ms() is None
+    x = np.random.default_rng(0).random((40, 4), dtype=np.float32)
+    model.fit(x, x[:, :2], batch_size=8, epochs=2, verbose=0, callbacks=[timer])
+    assert len(timer.times) == 2 * 5 - 1, "every step but the first (tracing and XLA compilation)"
+    assert timer.median_ms() == pytest.approx(1e3 * float(np.median(timer.times)))
+    assert max(timer.times) < 1.0, "a compiled step of a 10-weight model takes far less than a second"
