@@ -208,3 +208,16 @@ def test_dropless_computes_about_k_T_rows_not_E_T():
     layer(rand(512, 4, seed=0))
     (blocks, block, _), = seen
     assert blocks * block <= 2 * 512 + 64 * block < 64 * 512 / 8, f"dropless ran {blocks * block} rows for k*T = 1024"
+
+
+def test_expert_gradients_are_dense_tensors_in_eager_mode():
+    """The blocks gather expert weights; their gradient must still be a plain `[E, ...]` tensor, not IndexedSlices."""
+    layer = MixtureOfExperts(4, 8, k=2)
+    x = rand(16, 5, seed=4)
+    layer(x)
+    with tf.GradientTape() as tape:
+        loss = ops.sum(ops.square(layer(x)))
+    grads = tape.gradient(loss, layer.experts.trainable_variables)
+    for g, v in zip(grads, layer.experts.trainable_variables):
+        assert isinstance(g, tf.Tensor) and not isinstance(g, tf.IndexedSlices), type(g)
+        assert tuple(g.shape) == tuple(v.shape)

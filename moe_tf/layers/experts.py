@@ -31,6 +31,27 @@ def _per_expert_initializer(initializer, num_experts):
     return init
 
 
+def _take_rows(weights, ids):
+    """`weights[ids]` whose gradient is a dense `[E, ...]` tensor, not TensorFlow's `IndexedSlices`.
+
+    The default gradient of a gather is sparse (`IndexedSlices`): user code that
+    reads an expert kernel's gradient (`abs`, `numpy`) breaks on it, and
+    outside XLA converting it back to dense is slow. A segment sum over the
+    expert ids is the same gradient, dense.
+    """
+    num_experts = weights.shape[0]
+
+    @ops.custom_gradient
+    def take(w):
+        def grad(upstream, variables=None):  # TensorFlow may pass the variables it saw read inside
+            dense = ops.segment_sum(upstream, ids, num_segments=num_experts)  # [E, ...]
+            return dense if variables is None else (dense, [None] * len(variables))
+
+        return ops.take(w, ids, axis=0), grad
+
+    return take(ops.convert_to_tensor(weights))  # a tensor, so the gradient flows on to the variable
+
+
 @keras.saving.register_keras_serializable(package="moe_tf")
 class Experts(keras.layers.Layer):
     """A stack of E independent two-layer MLP experts: `d -> units -> output`.
@@ -108,7 +129,7 @@ class Experts(keras.layers.Layer):
             w1, w2 = self.hidden_kernel, self.output_kernel  # [E, d, units], [E, units, out]
             b1, b2 = (self.hidden_bias, self.output_bias) if self.use_bias else (None, None)
         else:  # group g goes to expert expert_ids[g] (the dropless dispatch's blocks)
-            take = lambda w: ops.take(w, expert_ids, axis=0)  # noqa: E731  [G, ...]
+            take = lambda w: _take_rows(w, expert_ids)  # noqa: E731  [G, ...]
             w1, w2 = take(self.hidden_kernel), take(self.output_kernel)
             b1, b2 = (take(self.hidden_bias), take(self.output_bias)) if self.use_bias else (None, None)
         hidden = ops.einsum("end,edh->enh", inputs, w1)  # [G, N, units]
