@@ -32,7 +32,10 @@ class MixtureOfExperts(keras.layers.Layer):
     the layer to pass it through). `capacity_factor=None` drops nothing, and
     by default still costs about k/E of the dense mixture: the `"dropless"`
     dispatch lays each expert's tokens out in blocks and runs about `k*T`
-    rows of expert compute (see `moe_tf.dispatch.dropless_dispatch`).
+    rows of expert compute (see `moe_tf.dispatch.dropless_dispatch`). Its
+    blocks pay off when `k*T` is large against E: with few tokens per expert
+    (say 125 tokens, 64 experts) every tiny block still reads and updates a
+    whole weight matrix, and a capacity factor is faster.
 
     Auxiliary losses are added with `add_loss`, so `model.fit` trains them:
     the balance loss (`"switch"`: `E * sum f_i P_i`; `"shazeer"`: importance
