@@ -1,17 +1,17 @@
-# moe-tf: `make demo` runs the main job, `make test` runs the tests.
-# Both create .venv and install the package on first use.
+# moe-tf: `make demo` runs the main job, `make test` runs the tests, `make lab` opens the lessons.
+# Each creates .venv and installs the package on first use.
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench lab clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,bench]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,bench,lab]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -23,6 +23,21 @@ test: $(STAMP)
 # Writes runs/mnist-<timestamp>/ (results.json, curves.png, expert_load.png).
 demo: $(STAMP)
 	$(PY) -m moe_tf train --task mnist --model all
+
+# The lessons in JupyterLab, from notebooks/. Installs Jupyter into .venv if it is missing (the `lab`
+# extra). The notebooks read MNIST and IMDB from $MOE_TF_DATA_DIR when it is set, from the
+# environment or the command line (`make lab MOE_TF_DATA_DIR=moe_tf_data`; a relative folder is
+# taken from here, not from notebooks/), else they download them once into a checksum-verified cache.
+# LAB_ARGS goes to JupyterLab: LAB_ARGS="--no-browser --port 8889"; LAB_ARGS=--version only checks.
+LAB_ARGS ?=
+lab: $(STAMP)
+	@$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install --quiet --disable-pip-version-check -e ".[lab]"
+	@if [ -n "$$MOE_TF_DATA_DIR" ]; then \
+	  dir=$$(cd "$$MOE_TF_DATA_DIR" 2>/dev/null && pwd -P) || { echo "MOE_TF_DATA_DIR=$$MOE_TF_DATA_DIR: no such folder (prepare one with: $(PY) -m moe_tf.data download DIR)" >&2; exit 2; }; \
+	  export MOE_TF_DATA_DIR="$$dir"; echo "data: $$dir (MOE_TF_DATA_DIR)"; \
+	else echo "data: downloaded once into the cache (set MOE_TF_DATA_DIR to read a local folder)"; fi; \
+	echo "Opening notebooks/ in JupyterLab: start with 01, run the cells in order. Ctrl-C stops the server."; \
+	$(VENV)/bin/jupyter lab notebooks/ $(LAB_ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/dispatch.py

@@ -1,4 +1,5 @@
-"""`python -m moe_tf train`: argument errors, an end-to-end run on generated data, missing data.
+"""`python -m moe_tf train`: argument errors, an end-to-end run on generated data, missing data;
+every CLI's first line is its own (no TensorFlow start-up log lines).
 
 The loaders of `moe_tf.data` are replaced by generated arrays: these tests never
 touch the network or the real datasets.
@@ -6,6 +7,7 @@ touch the network or the real datasets.
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -229,3 +231,51 @@ def test_capacity_factor_defaults_per_task(argv, expected):
     parser = build_parser()
     args = _resolve(parser.parse_args(argv), parser)
     assert args.capacity_factor == expected
+
+
+# -- start-up noise ----------------------------------------------------------------
+
+# What TensorFlow's C++ logging prints at start-up: absl's "WARNING: All log messages before
+# absl::InitializeLog() ..." notice, glog-style lines ("I0000 00:00:1700000000.000000  1234 file.cc:42]"),
+# the CPU feature guard's "This TensorFlow binary is optimized ..." and its "To enable the following
+# instructions" continuation, and oneDNN's notice.
+TF_NOISE = ("WARNING: All log messages", "This TensorFlow binary", "To enable the following", "oneDNN")
+
+
+def _cli(name):
+    """The command line of a course CLI: the `moe-grade` script beside this Python when installed."""
+    if name == "moe-grade":
+        script = os.path.join(os.path.dirname(sys.executable), "moe-grade")
+        return [script] if os.path.exists(script) else [sys.executable, "-m", "moe_tf.grade"]
+    return [sys.executable, "-m", name]
+
+
+@pytest.mark.parametrize(
+    "name, first",
+    [
+        ("moe_tf.data", "usage: python -m moe_tf.data"),
+        ("moe_tf", "usage: python -m moe_tf {train}"),
+        ("moe-grade", "usage: moe-grade"),
+    ],
+)
+def test_cli_first_line_is_its_own(name, first):
+    """With TF_CPP_MIN_LOG_LEVEL unset (conftest sets it for the tests), `--help` of each CLI prints its
+    own usage first: the package sets TensorFlow's log level before TensorFlow is imported."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run(
+        [*_cli(name), "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env, timeout=180, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout
+    lines = proc.stdout.splitlines()
+    assert lines and lines[0].startswith(first), f"{name} --help printed first:\n" + "\n".join(lines[:6])
+    noise = [line for line in lines if line.startswith(TF_NOISE) or re.match(r"[IWEF]\d{4} \d\d:\d\d:\d\d\.", line)]
+    assert not noise, f"{name} --help printed TensorFlow's log lines:\n" + "\n".join(noise)
+
+
+def test_cli_log_level_can_be_overridden():
+    """The package only sets a default: a TF_CPP_MIN_LOG_LEVEL you export reaches TensorFlow unchanged."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}
+    code = "import os, moe_tf; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=180)
+    assert proc.stdout.strip() == "0", proc.stderr[-2000:]
