@@ -184,3 +184,116 @@ def test_combine_weights_agree_with_gather(ex):
     assert np.allclose(np.einsum("tec,eco->to", combine, outs), gathered, atol=1e-5), (
         "einsum('tec,eco->to', combine_weights, expert_outputs) must equal combine_outputs(expert_outputs, ...)"
     )
+
+
+@pytest.mark.points(1)
+def test_keep_may_be_bool_or_0_1(ex):
+    """`keep` is documented as bool or 0/1: integer and float 0/1 masks must give the bool mask's results."""
+    x, indices, gates, positions, keep, capacity = _routing(11, num_tokens=8, num_experts=3, k=2)
+    keep[0, 0] = False  # a dropped choice whose position is still in range
+    experts, _ = _affine_experts(3, x.shape[1], 2)
+    outs = experts(np.zeros((3, capacity, x.shape[1]))) + np.arange(capacity)[None, :, None]
+    as_bool = (
+        _np(ex.dispatch_tokens(x, indices, positions, keep, 3, capacity)),
+        _np(ex.combine_outputs(outs, indices, positions, keep, gates)),
+        _np(ex.dispatch_mask(indices, positions, keep, 3, capacity)),
+        _np(ex.combine_weights(indices, positions, keep, gates, 3, capacity)),
+    )
+    for dtype in (np.int32, np.float32):
+        other = keep.astype(dtype)
+        got = (
+            _np(ex.dispatch_tokens(x, indices, positions, other, 3, capacity)),
+            _np(ex.combine_outputs(outs, indices, positions, other, gates)),
+            _np(ex.dispatch_mask(indices, positions, other, 3, capacity)),
+            _np(ex.combine_weights(indices, positions, other, gates, 3, capacity)),
+        )
+        for name, a, b in zip(("dispatch_tokens", "combine_outputs", "dispatch_mask", "combine_weights"), as_bool, got):
+            assert a.shape == b.shape and np.allclose(a, b, atol=1e-6), (
+                f"{name} with keep given as {np.dtype(dtype).name} 0/1 differs from keep given as bool: treat keep "
+                "as a truth value (e.g. np.asarray(keep).astype(bool)), never as indices"
+            )
+
+
+@pytest.mark.points(2)
+def test_dropped_choice_reads_nothing_even_from_a_garbage_slot(ex):
+    """A dropped assignment contributes exactly 0, even where the slot it points at (or slot 0) holds inf or NaN."""
+    outs = np.array([[[2.0], [np.inf]], [[np.nan], [4.0]]])  # E=2, C=2; slots (0, 1) and (1, 0) hold garbage
+    indices = np.array([[0, 1], [1, 0], [1, 1]])
+    positions = np.array([[0, 0], [1, 1], [0, 5]])  # dropped choices: in range (garbage) or past capacity
+    keep = np.array([[True, False], [True, False], [False, False]])
+    gates = np.array([[0.75, 0.25], [0.5, 0.5], [0.6, 0.4]])
+    with np.errstate(invalid="ignore", over="ignore"):
+        got = _np(ex.combine_outputs(outs, indices, positions, keep, gates))
+    expected = np.array([[1.5], [2.0], [0.0]])
+    assert np.all(np.isfinite(got)) and np.array_equal(got, expected), (
+        f"expected {expected.tolist()}: only kept choices are read (0.75 * 2.0; 0.5 * 4.0; token 2 dropped twice "
+        f"gives exactly 0). Got {got.tolist()}: multiplying a gathered inf or NaN by keep = 0 still gives NaN; "
+        "select with np.where (or never gather a dropped choice) instead of multiplying by the mask"
+    )
+    # Through moe_forward: a normalising expert h / |h| returns NaN on an empty (all-zero) slot.
+    x = np.array([[3.0, 4.0], [1.0, 0.0], [0.0, 2.0]])
+    indices = np.array([[0, 1], [0, 1], [0, 1]])
+    gates = np.array([[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]])
+    positions, keep = _positions(indices, 2, 3)
+    keep[1, 1] = keep[2, 0] = False  # slot 1 of expert 1 and slot 2 of expert 0 stay empty
+
+    def normalise(h):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return _np(h) / np.linalg.norm(_np(h), axis=-1, keepdims=True)
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        y = _np(ex.moe_forward(x, indices, gates, positions, keep, normalise, 2, 3))
+    unit = x / np.linalg.norm(x, axis=-1, keepdims=True)
+    expected = unit * np.where(keep, gates, 0.0).sum(axis=1, keepdims=True)
+    assert np.all(np.isfinite(y)) and np.allclose(y, expected, atol=1e-12), (
+        f"with experts h / |h| (NaN on an empty slot, whose input is all zeros) the outputs should be "
+        f"{expected.round(4).tolist()}; got {y.round(4).tolist()}: the output of an empty slot, or of a dropped "
+        "choice, must never reach a token"
+    )
+
+
+@pytest.mark.points(1)
+def test_capacity_zero_drops_everything(ex):
+    """Capacity 0: every buffer is empty ([E, 0, d]), every assignment is dropped, every output is exactly 0."""
+    x = np.array([[1.0, 2.0], [3.0, 4.0]])
+    indices, gates = np.array([[0, 1], [1, 0]]), np.array([[0.5, 0.5], [0.3, 0.7]])
+    positions, keep = np.array([[0, 0], [0, 1]]), np.zeros((2, 2), bool)
+    buffer = _np(ex.dispatch_tokens(x, indices, positions, keep, 2, 0))
+    assert buffer.shape == (2, 0, 2), (
+        f"with capacity 0 the expert inputs must have shape [E, 0, d] = (2, 0, 2); got {buffer.shape}"
+    )
+    experts, _ = _affine_experts(2, 2, 3)
+    y = _np(ex.moe_forward(x, indices, gates, positions, keep, experts, 2, 0))
+    assert y.shape == (2, 3) and np.array_equal(y, np.zeros((2, 3))), (
+        f"with capacity 0 every choice is dropped, so every token outputs exactly 0 with shape [T, d_out] = (2, 3); "
+        f"got {y.tolist()} (shape {y.shape})"
+    )
+    mask = _np(ex.dispatch_mask(indices, positions, keep, 2, 0))
+    combine = _np(ex.combine_weights(indices, positions, keep, gates, 2, 0))
+    assert mask.shape == (2, 2, 0) and combine.shape == (2, 2, 0), (
+        f"with capacity 0 the dispatch and combine tensors must have shape [T, E, 0] = (2, 2, 0); got "
+        f"{mask.shape} and {combine.shape}"
+    )
+
+
+@pytest.mark.points(1)
+def test_mask_and_combine_leave_out_dropped_choices_in_range(ex):
+    """keep decides, not the position: a dropped choice at a slot < C has no 1 in the mask and no gate in combine."""
+    indices = np.array([[0, 1], [0, 1], [1, 0]])
+    positions = np.array([[0, 0], [1, 1], [1, 2]])
+    keep = np.array([[True, True], [True, False], [False, True]])  # two dropped choices at in-range slots
+    gates = np.array([[0.6, 0.4], [0.7, 0.3], [0.2, 0.8]])
+    mask = _np(ex.dispatch_mask(indices, positions, keep, 2, 3))
+    expected = np.zeros((3, 2, 3))
+    expected[0, 0, 0] = expected[0, 1, 0] = expected[1, 0, 1] = expected[2, 0, 2] = 1.0
+    assert np.array_equal(mask, expected), (
+        f"dispatch_mask must hold a 1 only for the kept assignments (token 1's second choice and token 2's first "
+        f"are dropped although their positions are in range): expected {expected.tolist()}, got {mask.tolist()}"
+    )
+    combine = _np(ex.combine_weights(indices, positions, keep, gates, 2, 3))
+    expected = np.zeros((3, 2, 3))
+    expected[0, 0, 0], expected[0, 1, 0], expected[1, 0, 1], expected[2, 0, 2] = 0.6, 0.4, 0.7, 0.8
+    assert np.allclose(combine, expected), (
+        f"combine_weights must carry each KEPT assignment's gate at its slot and 0 for dropped ones: expected "
+        f"{expected.tolist()}, got {combine.tolist()}"
+    )
