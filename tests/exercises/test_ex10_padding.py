@@ -171,3 +171,72 @@ def test_adding_padding_changes_neither_outputs_nor_loss(ex):
     assert np.allclose(y_flat[:6], y_real.reshape(-1, DIM), atol=1e-6), "right padding changed the real outputs"
     assert np.array_equal(y_flat[6:], np.zeros((4, DIM))), "padding outputs must be exactly 0"
     assert np.isclose(float(loss_flat), float(loss_real), atol=1e-6), "right padding changed the balance loss"
+
+
+@pytest.mark.points(1)
+def test_all_padding_batch(ex):
+    """A batch with no real token: the loss is 0 (the docstring's rule, not 0/0 = NaN) and every output is 0."""
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7]])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        got = float(ex.masked_balance_loss(probs, np.array([[0], [1], [1]]), np.zeros(3)))
+    assert got == 0.0, (
+        f"with no real token at all masked_balance_loss must be 0 (nothing to balance); got {got}: f_i and P_i "
+        "divide by the number of real assignments and tokens, which is 0 here, so guard the division"
+    )
+    router, w_in, w_out = _weights(seed=8)
+    x = np.random.default_rng(9).normal(size=(2, 3, DIM))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y, loss = ex.masked_moe_forward(x, np.zeros((2, 3)), router, w_in, w_out, k=2, capacity=2)
+    y = _np(y)
+    assert y.shape == (2, 3, DIM) and np.array_equal(y, np.zeros((2, 3, DIM))), (
+        f"an all-padding batch must output exactly 0 everywhere, with shape (2, 3, {DIM}); got {y.tolist()}"
+    )
+    assert float(loss) == 0.0, f"an all-padding batch has balance loss 0; got {float(loss)}"
+
+
+@pytest.mark.points(1)
+def test_ties_go_to_the_lower_expert_index(ex):
+    """Equal logits: the lower expert index is chosen first (the module's convention), which changes the output."""
+    router = np.zeros((DIM, EXPERTS))
+    router[0] = [1.0, 1.0, 1.0]  # the three experts tie for every token
+    _, w_in, w_out = _weights(seed=10)
+    x = np.abs(np.random.default_rng(11).normal(size=(5, DIM))) + 0.1
+    for k in (1, 2):
+        y, _ = ex.masked_moe_forward(x, np.ones(5), router, w_in, w_out, k=k)
+        y = _np(y)
+        expected = _reference_forward(x, router, w_in, w_out, k)  # stable argsort: ties -> lower index
+        wrong = _reference_forward(x, router[:, ::-1], w_in[::-1], w_out[::-1], k)  # ties -> higher index
+        assert not np.allclose(expected, wrong)
+        assert np.allclose(y, expected, atol=1e-6), (
+            f"the 3 experts have equal logits for every token (k={k}): ties must go to the lower expert index, "
+            f"so the top-{k} is {[0, 1][:k]}; max abs error {np.abs(y - expected).max():.3g}"
+            + (" (you picked the higher index)" if np.allclose(y, wrong, atol=1e-6) else "")
+        )
+
+
+@pytest.mark.points(2)
+def test_padding_at_the_edge_of_float64_changes_nothing(ex):
+    """'Padding rows may hold anything finite': rows of +-1e308 overflow to inf; none of it may reach a real token."""
+    router, w_in, w_out = _weights(seed=12)
+    rng = np.random.default_rng(13)
+    real = rng.normal(size=(5, DIM))
+    y_real, loss_real = ex.masked_moe_forward(real, np.ones(5), router, w_in, w_out, k=2, capacity=3)
+    y_real = _np(y_real)
+    garbage = np.where(rng.random((3, DIM)) < 0.5, -1.0, 1.0) * 1e308  # finite, but any matmul overflows
+    x = np.concatenate([real[:2], garbage, real[2:]])
+    mask = np.array([1, 1, 0, 0, 0, 1, 1, 1])
+    with np.errstate(all="ignore"):
+        y, loss = ex.masked_moe_forward(x, mask, router, w_in, w_out, k=2, capacity=3)
+    y = _np(y)
+    assert np.array_equal(y[2:5], np.zeros((3, DIM))), (
+        f"padding rows holding +-1e308 must output exactly 0; got {y[2:5].tolist()}: multiplying inf or NaN by a "
+        "mask of 0 gives NaN, so select with np.where instead of multiplying"
+    )
+    assert np.allclose(y[mask > 0], y_real, atol=1e-6), (
+        "huge (finite) padding rows changed the real tokens' outputs: the padding must take no slot and nothing "
+        "computed from it may be mixed into a real token"
+    )
+    assert np.isfinite(float(loss)) and np.isclose(float(loss), float(loss_real), atol=1e-6), (
+        f"huge (finite) padding rows changed the balance loss from {float(loss_real):.6f} to {float(loss)}: "
+        "P_i must average the real tokens' probabilities only (select them; 0 * NaN is NaN)"
+    )
