@@ -36,7 +36,7 @@ def softmax(logits):
     Returns:
         Array of the same shape; every entry is in [0, 1] and every row (last
         axis) sums to 1. With a single logit per row (E = 1) every entry is
-        exactly 1.
+        exactly 1. `logits` itself is not modified.
 
     Example:
         >>> softmax(np.array([[1.0, 2.0, 3.0]]))

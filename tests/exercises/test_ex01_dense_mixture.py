@@ -130,3 +130,36 @@ def test_one_logit_gate(ex):
     expected = _ref_softmax(np.stack([z, np.zeros_like(z)], axis=-1))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7,
                                err_msg="the gate must equal softmax([z, 0]) = [sigmoid(z), 1 - sigmoid(z)]")
+
+
+@pytest.mark.points(1)
+def test_softmax_any_leading_shape_and_input_untouched(ex):
+    logits = np.random.default_rng(1).normal(size=(2, 3, 4)) * 3
+    before = logits.copy()
+    got = _np(ex.softmax(logits))
+    np.testing.assert_array_equal(
+        logits, before, err_msg="softmax modified the caller's logits: subtract the max into a NEW array (z = z - m), "
+                                "never in place (z -= m changes the array the caller passed)",
+    )
+    assert got.shape == (2, 3, 4), f"softmax keeps the shape [..., E]: (2, 3, 4) -> (2, 3, 4); got {got.shape}"
+    np.testing.assert_allclose(got, _ref_softmax(logits), rtol=1e-5, atol=1e-7,
+                               err_msg="softmax of a [2, 3, 4] array is taken over the LAST axis (the E experts) "
+                                       "of every row, whatever the leading axes")
+
+
+@pytest.mark.points(1)
+def test_one_logit_gate_is_stable_without_overflow_warnings(ex):
+    """The docstring promises no overflow warning for z = +-1000: 1 / (1 + exp(-z)) gives the right values
+    but overflows (exp(1000) = inf) on the way, which is the instability the exercise is about."""
+    z = np.array([1000.0, -1000.0, 750.0, -750.0, 3.0])
+    try:
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            got = _np(ex.one_logit_gate(z))
+    except FloatingPointError as err:
+        pytest.fail(f"one_logit_gate({z.tolist()}) overflowed ({err}): exp(1000) = inf even when the final "
+                    "value is right; compute it as softmax([z, 0]) with the max subtracted, or take exp of -|z| only",
+                    pytrace=False)
+    assert got.shape == (5, 2), f"one_logit_gate of 5 logits must be [batch, 2] = (5, 2); got {got.shape}"
+    expected = _ref_softmax(np.stack([z, np.zeros_like(z)], axis=-1))
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-12,
+                               err_msg="the gate must equal [sigmoid(z), 1 - sigmoid(z)] for z = +-1000, +-750, 3")

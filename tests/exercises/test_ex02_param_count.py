@@ -99,3 +99,68 @@ def test_mixtral_shared_vs_expert(ex):
     assert 12.9e9 / 46.7e9 > 2 / 8
     with pytest.raises(ValueError):
         ex.split_shared_and_expert(10.0, 10.0, num_experts=4, k=4)
+
+
+@pytest.mark.points(1)
+def test_router_options_reach_the_layer_counts(ex):
+    assert ex.router_params(4, 3, use_bias=True, noisy=True) == 27, (
+        "a noisy router with a bias: W_g (4*3) + bias (3) + W_noise (4*3) = 27"
+    )
+    counts = ex.moe_param_counts(d=4, h=8, num_experts=3, k=1, router_bias=True)
+    assert counts["router"] == 15, (
+        f"moe_param_counts(..., router_bias=True): the router has a bias of E = 3, so 12 + 3 = 15; "
+        f"got router = {counts['router']} (pass router_bias on to router_params)"
+    )
+    assert counts["total"] == 15 + 3 * 76 and counts["active"] == 15 + 76, (
+        "with router_bias=True: total = 15 + 3 * 76 = 243 and active = 15 + 1 * 76 = 91 (every token uses the "
+        f"whole router, bias included); got total = {counts['total']}, active = {counts['active']}"
+    )
+    counts = ex.moe_param_counts(d=4, h=8, num_experts=3, k=2, router_bias=True, noisy_router=True)
+    assert counts["router"] == 27 and counts["active"] == 27 + 2 * 76, (
+        "router_bias=True, noisy_router=True, k=2: router = 12 + 3 + 12 = 27, active = 27 + 2 * 76 = 179; "
+        f"got router = {counts['router']}, active = {counts['active']}"
+    )
+
+
+@pytest.mark.points(1)
+def test_output_width_and_gated_experts_in_counts_and_flops(ex):
+    assert ex.expert_params(4, 8, d_out=2, gated=True) == 3 * 4 * 8 - 4 * 8 + 8 * 2 + 8 + 8 + 2, (
+        "a gated expert 4 -> 8 -> 2 with biases: W1 (4*8) + W3 (4*8) + W2 (8*2) + b1 (8) + b3 (8) + b2 (2) = 98"
+    )
+    counts = ex.moe_param_counts(d=4, h=8, num_experts=3, k=2, d_out=2, gated=True)
+    assert counts["per_expert"] == 98 and counts["total"] == 12 + 3 * 98 and counts["active"] == 12 + 2 * 98, (
+        "moe_param_counts(d=4, h=8, E=3, k=2, d_out=2, gated=True): per_expert 98, total 12 + 3*98 = 306, "
+        f"active 12 + 2*98 = 208; got {counts}"
+    )
+    assert ex.ffn_flops_per_token(4, 8, d_out=2) == 2 * 4 * 8 + 2 * 8 * 2, (
+        "an FFN 4 -> 8 -> 2 costs 2*4*8 + 2*8*2 = 96 FLOPs: the second matmul is [1, h] @ [h, d_out]"
+    )
+    assert ex.ffn_flops_per_token(4, 8, d_out=2, gated=True) == 96 + 2 * 4 * 8, "gated, d_out=2: 96 + 64 = 160"
+    assert ex.moe_flops_per_token(d=4, h=8, num_experts=3, k=2) == 24 + 2 * 128, (
+        "top-2 of 3 experts 4 -> 8 -> 4: router 2*4*3 = 24 plus k = 2 experts of 128 = 280"
+    )
+    assert ex.moe_flops_per_token(d=4, h=8, num_experts=3, k=2, d_out=2, gated=True) == 24 + 2 * 160, (
+        "moe_flops_per_token(d=4, h=8, E=3, k=2, d_out=2, gated=True): 24 + 2 * 160 = 344 "
+        "(pass d_out and gated on to the expert FLOPs)"
+    )
+
+
+def _raises_value_error(call, what):
+    try:
+        result = call()
+    except ValueError:
+        return
+    pytest.fail(f"{what} must raise ValueError (see the docstring); it returned {result!r}", pytrace=False)
+
+
+@pytest.mark.points(1)
+def test_invalid_k_raises(ex):
+    for k in (0, 4):
+        _raises_value_error(lambda k=k: ex.moe_param_counts(d=4, h=8, num_experts=3, k=k),
+                            f"moe_param_counts with k={k} and num_experts=3 (k must be in [1, E])")
+        _raises_value_error(lambda k=k: ex.moe_flops_per_token(d=4, h=8, num_experts=3, k=k),
+                            f"moe_flops_per_token with k={k} and num_experts=3 (k must be in [1, E])")
+    for k in (0, 8, 9):
+        _raises_value_error(lambda k=k: ex.split_shared_and_expert(46.7e9, 12.9e9, num_experts=8, k=k),
+                            f"split_shared_and_expert with k={k} and num_experts=8 (it needs 1 <= k < E: with k = E "
+                            "total = active and the two equations cannot be separated)")
