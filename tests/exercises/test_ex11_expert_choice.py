@@ -162,3 +162,42 @@ def test_not_causal_a_later_token_changes_an_earlier_output(ex):
         "changing only token 3 must change token 0's output here (expert 0 now prefers token 3 and drops token 0): "
         "expert choice looks at the whole batch, future tokens included, so it is not causal"
     )
+
+
+@pytest.mark.points(1)
+def test_capacity_is_an_exact_python_int(ex):
+    """c = ceil(n * k / e) computed exactly (no float round-off), capped at n, returned as a Python int in [0, n]."""
+    # 1.1 * 100 / 2 is 55.00000000000001 in floating point (in every order of the operations): a float ceil
+    # gives 56. The same for 1.1 * 50 / 5 and 1.1 * 150 / 3. n = 0 tokens gives 0.
+    cases = [((100, 2, 1.1), 55), ((50, 5, 1.1), 11), ((150, 3, 1.1), 55), ((0, 4, 2), 0), ((3, 8, 0.5), 1),
+             ((5, 1, 2), 5)]
+    for (n, e, k), expected in cases:
+        got = ex.expert_choice_capacity(n, e, k)
+        assert isinstance(got, int) and not isinstance(got, bool), (
+            f"expert_choice_capacity must return a Python int; got {type(got).__name__} {got!r}"
+        )
+        assert got == expected, (
+            f"expert_choice_capacity(num_tokens={n}, num_experts={e}, capacity_factor={k}) should be "
+            f"min(ceil(n*k/e), n) = {expected}, with n*k/e computed exactly (e.g. with fractions.Fraction); got {got}"
+        )
+
+
+@pytest.mark.points(1)
+def test_ties_go_to_the_lower_token(ex):
+    """Equal scores: an expert picks the lower token index first (the module's convention), best first."""
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])  # tokens 0, 2, 3 are identical
+    _, indices, gates = _route(ex, x, np.eye(2), 2)
+    assert indices.tolist() == [[0, 2], [1, 0]], (
+        "tokens 0, 2 and 3 are identical, so they tie for both experts: expert 0 must pick tokens [0, 2] (lower "
+        f"index first) and expert 1 its best token 1, then token 0; expected [[0, 2], [1, 0]], got {indices.tolist()}"
+    )
+    experts, one = _affine_experts(2, 2, 2, seed=3)
+    y = _np(ex.expert_choice_forward(x, np.eye(2), experts, 2))
+    expected = np.zeros((4, 2))
+    for i, row in enumerate([[0, 2], [1, 0]]):
+        for j, t in enumerate(row):
+            expected[t] += gates[i, j] * one(i, x[t])
+    assert np.allclose(y, expected, atol=1e-6) and np.array_equal(y[3], np.zeros(2)), (
+        f"with ties broken towards the lower token, token 3 is picked by no expert and outputs exactly 0; expected "
+        f"{expected.round(4).tolist()}, got {y.round(4).tolist()}"
+    )
