@@ -3,9 +3,10 @@
 Learning goal: recognise, from its symptom, the mistakes that MoE code really
 contains, and repair them. Each exhibit is a small function or layer holding
 one bug (sometimes two), re-expressed faithfully in TensorFlow/Keras: first
-the code samples of this course's Chinese source texts (the files in
-`/work/shared/seeds/`, quoted by name), then mistakes that public MoE code
-has made or that its authors had to guard against.
+the code samples of this course's Chinese source texts (seeds 000 to 004,
+listed by title in the README's "Sources"; not distributed with the course),
+then mistakes that public MoE code has made or that its authors had to guard
+against.
 
 Every exhibit in this file is broken. Read its docstring (the story and the
 symptom), run the tests, and fix the code in place: keep the names and
@@ -37,7 +38,7 @@ from keras import ops
 def make_selector(num_experts):
     """Return a layer mapping `[B, d]` features to gate weights `[B, num_experts]` (rows sum to 1).
 
-    Provenance: seed `002_9e3b38e351b64845.txt`, coding task "design an MoE
+    Provenance: seed 002, coding task "design an MoE
     text classifier", whose selector ends in
     `x = Dense(units=1, activation='softmax')(x)`.
 
@@ -66,7 +67,7 @@ def fusion(expert_outputs, weights):
     Returns:
         `[B, d]`: `y[b] = sum_e weights[b, e] * expert_outputs[e][b]`.
 
-    Provenance: seed `002_9e3b38e351b64845.txt`, coding task 1 (a two-expert
+    Provenance: seed 002, coding task 1 (a two-expert
     MoE), whose `fusion` is commented "simple weighted sum" (简单的加权求和):
     `return tf.reduce_sum(tf.multiply(outputs, weights), axis=0)`, with
     `weights = selector(inputs)` read from a global and not even normalised.
@@ -96,7 +97,7 @@ def seed001_moe_output(expert_outputs, mixture_logits):
     Returns:
         `[B, o]`: `sum_e softmax(mixture_logits)[:, e] * expert_outputs[e]`.
 
-    Provenance: seed `001_f3f5c6ef341e7468.txt`, section 5.2 ("MoE for
+    Provenance: seed 001, section 5.2 ("MoE for
     machine translation"), `MOE.call`:
     `return tf.concat(expert_outputs, axis=1) * mixture_outputs + tf.reduce_mean(expert_outputs, axis=1)`,
     where `mixture_outputs` is the gating network's raw output reshaped to
@@ -125,7 +126,7 @@ def build_two_expert_classifier(input_dim, num_classes, units=32):
     Mixture: `m = gate[:, 0:1] * expert_0(x) + gate[:, 1:2] * expert_1(x)`.
     Output: `head(m)`, `[B, num_classes]`.
 
-    Provenance: seed `003_4557b855b340626b.txt`, coding task 2 (an MoE image
+    Provenance: seed 003, coding task 2 (an MoE image
     classifier): two `Dense(128, activation='relu')` experts combined by
     `moe_output = tf.keras.layers.Attention()([expert1, expert2])`, commented
     "weighted average" (加权平均). Nothing looks at the input to decide which
@@ -157,7 +158,7 @@ def seed004_forward(expert_outputs, gates):
     Returns:
         `[B, 1]`: `sum_e gates[:, e] * expert_outputs[e]`.
 
-    Provenance: seed `004_475001f67de5c5cb.txt`, coding task 4, `MoE.forward`:
+    Provenance: seed 004, coding task 4, `MoE.forward`:
     `outputs = [expert(x) for expert in self.experts]`,
     `mean_output = torch.mean(outputs, dim=0)`, then `self.fc(mean_output)`
     with `fc = nn.Linear(num_experts, 1)`. (`torch.mean` of a Python list

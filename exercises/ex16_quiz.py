@@ -1,9 +1,10 @@
 """Exercise 16: the MoE interview quiz.
 
 Learning goal: answer, with numbers and from the papers, the questions that
-MoE interviews ask, including the ones our Chinese source texts
-(`/work/shared/seeds/`) answer wrongly. Several questions quote a seed's
-claim (translated); the claim is the *question*, not the answer.
+MoE interviews ask, including the ones our Chinese source texts (seeds 000
+to 004, listed by title in the README's "Sources") answer wrongly. Several
+questions quote a seed's claim (translated); the claim is the *question*,
+not the answer.
 
 How to answer: replace each `None` below. Numeric questions take a number
 (an int or float; a tolerance is stated where rounding is allowed).

@@ -118,6 +118,17 @@ def test_committed_outputs_come_from_a_clean_full_run(path):
     assert nbrun.clean(_read(path)) == nb, "outputs not cleaned: run python tools/nbrun.py --clean " + str(path)
 
 
+def test_cleaning_rewrites_this_machines_paths():
+    """`nbrun.clean` turns this machine's absolute paths into portable ones (tests/test_docs.py fails on any left)."""
+    home, repo = Path.home(), nbrun.REPO
+    text = (f"defined @ /opt/venv/lib/python3.11/site-packages/keras/core.py:43\n"
+            f"saved {repo}/notebooks/runs/x.png, cache {home}/.keras/datasets; {repo}-old and https://a.org{repo} kept\n")
+    assert nbrun.clean_text(text) == (
+        "defined @ <site-packages>/keras/core.py:43\n"
+        f"saved <repo>/notebooks/runs/x.png, cache ~/.keras/datasets; {repo}-old and https://a.org{repo} kept\n"
+    )
+
+
 def _data_available(source):
     from moe_tf.data._sources import cache_dir, resolve_data_dir
 

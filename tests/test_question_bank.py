@@ -3,8 +3,9 @@
 What is proved here:
 - every question has an answer, every answer a question, and every link (notebook section,
   exercise, evidence) resolves to a file, a heading anchor or a Python name in this repository;
-- every question of the five seed texts in `../shared/seeds/` is answered by some entry
-  (skipped, with the reason, where the seeds are not beside the repository);
+- every question of the five seed texts (not distributed with the course; `$MOE_TF_SEEDS_DIR`, else
+  `shared/seeds` beside the repository) is answered by some entry (skipped, with the reason, where
+  they are missing);
 - the topics issue 7 lists each have their entry;
 - the two Markdown pages are what `tools/question_bank.py render` writes from the YAML;
 - the checker itself catches broken links, missing answers, unknown seed sources and uncovered

@@ -8,6 +8,10 @@ A full run executes the notebook top to bottom in a fresh kernel with the
 repository's Python, then cleans it before writing it back:
 
 - TensorFlow / absl / XLA log lines are removed from the stream outputs,
+- this machine's absolute paths in the text outputs become portable ones:
+  `<site-packages>/keras/...` for an installed package's file, `<repo>/...`
+  inside the repository, `~/...` under the home folder (a learner has none
+  of this machine's folders; tests/test_docs.py checks that none is left),
 - execution counts are renumbered 1, 2, 3, ... and per-cell execution
   metadata is dropped, so re-running an unchanged notebook changes only the
   numbers a run really changes,
@@ -48,9 +52,24 @@ NOISE = re.compile(
 )
 
 
+# This machine's folders, rewritten in the outputs (most specific first): an installed package's
+# file, the repository, the home folder.
+SITE_PACKAGES = re.compile(r"(?<![\w.~$-])/[^\s'\"`()]*?/(site|dist)-packages/")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def portable_paths(text):
+    """`text` with this machine's absolute paths rewritten: `<site-packages>/...`, `<repo>/...`, `~/...`."""
+    text = SITE_PACKAGES.sub(r"<\1-packages>/", text)
+    for folder, name in ((REPO, "<repo>"), (Path.home(), "~")):
+        if len(folder.parts) > 1:  # never rewrite "/" itself
+            text = re.sub(r"(?<![\w.~$-])" + re.escape(str(folder)) + r"(?![\w-])", name, text)
+    return text
+
+
 def clean_text(text):
     lines = text.splitlines(keepends=True)
-    return "".join(line for line in lines if not NOISE.match(line))
+    return portable_paths("".join(line for line in lines if not NOISE.match(line)))
 
 
 def clean(nb):
@@ -72,8 +91,11 @@ def clean(nb):
                 out.text = clean_text(out.text)
                 if not out.text:
                     continue
-            elif "execution_count" in out:
-                out.execution_count = count
+            else:
+                if "execution_count" in out:
+                    out.execution_count = count
+                if "text/plain" in out.get("data", {}):
+                    out.data["text/plain"] = portable_paths(out.data["text/plain"])
             outputs.append(out)
         cell.outputs = outputs
     nb.metadata = {

@@ -21,7 +21,8 @@ Links are paths from the repository root, in one of three forms:
 - `path#anchor`: a heading of that Markdown file or notebook has this GitHub anchor;
 - `path::name`: that Python file defines `name` (a function, a class or a module-level name).
 
-Seed sources name an item of the five texts in `../shared/seeds/` as `NNN#item`: `000#3` is
+Seed sources name an item of the five source texts (seeds `000` to `004`, listed by title in the
+README's "Sources"; they are not distributed with the course) as `NNN#item`: `000#3` is
 question 3 of `000_*.txt`; `001#FAQ2` is Q2 of the FAQ in `001`, `001#code` its code sample;
 `002#1` is the interview question of section 1 of `002`, `002#code1` that section's coding task;
 `003#A2` is question 2 of the first list in `003` (面试题库), `003#code1` its first coding task,
@@ -53,7 +54,8 @@ SEED = re.compile(r"^(\d{3})#([A-Za-z]*\d*)$")
 
 # --------------------------------------------------------------------------- seeds
 def seeds_dir():
-    """The folder of the five seed texts: `$MOE_TF_SEEDS_DIR`, else `../shared/seeds` beside the repo."""
+    """The folder of the five seed texts, for the maintainers who have them: `$MOE_TF_SEEDS_DIR`, else
+    `shared/seeds` beside the repository's folder."""
     env = os.environ.get("MOE_TF_SEEDS_DIR")
     return Path(env) if env else ROOT.parent / "shared" / "seeds"
 
@@ -403,7 +405,7 @@ def main(argv=None):
     sub.add_parser("check", help="every question answered, every link resolves, every seed question covered")
     sub.add_parser("render", help="rewrite exercises/question_bank.md and solutions/question_bank.md")
     s = sub.add_parser("seeds", help="list the seed questions and the entries that answer them")
-    s.add_argument("dir", nargs="?", help="the seeds folder (default: ../shared/seeds)")
+    s.add_argument("dir", nargs="?", help="the seed texts' folder (default: $MOE_TF_SEEDS_DIR, else ../shared/seeds)")
     q = sub.add_parser("quiz", help="practise: one question at a time")
     q.add_argument("--topic", help="only this topic")
     args = parser.parse_args(argv)

@@ -44,7 +44,8 @@ resolve here; that is expected.
 Set up once, then grade your exercises (see [`exercises/README.md`](exercises/README.md)):
 
 ```bash
-make install                                  # .venv with moe-tf and the test tools
+make install                                  # .venv with moe-tf, the test tools and Jupyter
+make lab                                      # the lessons (notebooks/) in JupyterLab
 .venv/bin/moe-grade                           # every exercise: points per exercise and a total
 .venv/bin/moe-grade --exercise ex03 -v        # one exercise, with the failing tests' messages
 .venv/bin/python -m pytest tests/exercises/test_ex03_topk_gating.py   # plain pytest, full tracebacks

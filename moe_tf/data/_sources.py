@@ -58,7 +58,7 @@ def resolve_data_dir(data_dir=None):
         then use the download cache).
 
     Example:
-    >>> resolve_data_dir("/work/shared/data")  # PosixPath('/work/shared/data')
+    >>> resolve_data_dir("/media/usb/moe_tf_data")  # PosixPath('/media/usb/moe_tf_data')
     """
     if data_dir is None:
         data_dir = os.environ.get(DATA_DIR_ENV) or None
