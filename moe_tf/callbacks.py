@@ -116,6 +116,8 @@ class StepTimer(keras.callbacks.Callback):
 
     Attributes:
         times: seconds of every timed step (the first one excluded), in order.
+        first_s: seconds of the first step (tracing, and XLA's compilation
+            with `jit_compile=True`); None before a step ran.
 
     Example:
     >>> timer = StepTimer()
@@ -126,11 +128,12 @@ class StepTimer(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self.times = []
+        self.first_s = None
         self._start = None
         self._seen_first = False
 
     def on_train_begin(self, logs=None):
-        self.times, self._seen_first = [], False
+        self.times, self.first_s, self._seen_first = [], None, False
 
     def on_train_batch_begin(self, batch, logs=None):
         self._start = time.perf_counter()
@@ -141,6 +144,8 @@ class StepTimer(keras.callbacks.Callback):
         elapsed = time.perf_counter() - self._start
         if self._seen_first:
             self.times.append(elapsed)
+        else:
+            self.first_s = elapsed
         self._seen_first = True
 
     def median_ms(self):
