@@ -161,3 +161,62 @@ def test_shared_experts_always_active(ex):
     got = _np(ex.deepseek_moe_forward(x, router, routed_in, routed_out, no_shared_in, no_shared_out, 2))
     expected = _reference(x, router, routed_in, routed_out, no_shared_in, no_shared_out, 2)
     assert np.allclose(got, expected, atol=1e-6), "with K_s = 0 shared experts, y is the routed part alone"
+
+
+def _is_python_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@pytest.mark.points(1)
+def test_counts_are_exact_python_ints(ex):
+    """Counts are Python ints (the module's rule), exact even beyond float precision (C(256, 32) > 2**53)."""
+    got = ex.expert_combinations(256, 32)
+    expected = 58_244_594_029_230_756_747_090_036_884_923_424_763_000
+    assert _is_python_int(got) and got == expected, (
+        f"expert_combinations(256, 32) must be the exact Python int C(256, 32) = {expected}; got "
+        f"{type(got).__name__} {got!r}: a float (e.g. from factorials divided with /) is not exact past 2**53"
+    )
+    assert ex.expert_combinations(8, 8) == 1 and ex.expert_combinations(8, 0) == 1, "C(N, N) = C(N, 0) = 1"
+    values = {
+        "fine_grained_config(16, 2, 1024, 4)": ex.fine_grained_config(16, 2, 1024, 4),
+        "ffn_param_count(16, 8, 32)": (ex.ffn_param_count(16, 8, 32),),
+        "active_flops_per_token(2, 8, 32)": (ex.active_flops_per_token(2, 8, 32),),
+    }
+    for call, result in values.items():
+        assert all(_is_python_int(v) for v in result), (
+            f"{call} must return Python ints; got {tuple(type(v).__name__ for v in result)} "
+            f"(use // for the hidden width, not /, and no numpy scalars)"
+        )
+
+
+@pytest.mark.points(1)
+def test_fine_grained_config_rejects_an_indivisible_hidden_width(ex):
+    """The documented ValueError: hidden = 1000 cannot be split into m = 3 (or 16) equal segments."""
+    got = tuple(ex.fine_grained_config(8, 1, 1000, 8))
+    assert got == (64, 8, 125), f"fine_grained_config(8, 1, hidden=1000, m=8) should be (64, 8, 125); got {got}"
+    for hidden, m in [(1000, 3), (1000, 16), (6, 4)]:
+        with pytest.raises(ValueError):
+            ex.fine_grained_config(8, 1, hidden, m)
+            pytest.fail(
+                f"fine_grained_config(8, 1, hidden={hidden}, m={m}) must raise ValueError: {hidden} is not divisible "
+                f"by {m}, so the segments would not have equal integer widths", pytrace=False
+            )
+
+
+@pytest.mark.points(1)
+def test_routing_ties_go_to_the_lower_expert(ex):
+    """Equal affinities: the lower routed expert index wins (the docstring's rule); here that changes the output."""
+    x, router, routed_in, routed_out, shared_in, shared_out = _weights(21, hidden=6, shared=1)
+    rng = np.random.default_rng(22)
+    shared_in, shared_out = rng.normal(size=(1, 4, 3)), rng.normal(size=(1, 3, 4))  # h_s = 3, h = 6
+    tied = np.tile(router[:, :1], (1, 4))  # the 4 routed experts have the same centroid: all scores 1/4
+    for k in (1, 2):
+        got = _np(ex.deepseek_moe_forward(x, tied, routed_in, routed_out, shared_in, shared_out, k))
+        expected = _reference(x, tied, routed_in, routed_out, shared_in, shared_out, k)
+        wrong = _reference(x, tied, routed_in[::-1], routed_out[::-1], shared_in, shared_out, k)
+        assert not np.allclose(expected, wrong)
+        assert np.allclose(got, expected, atol=1e-6), (
+            f"all 4 routed experts tie (scores 1/4), k={k}: the top-{k} must be experts {[0, 1][:k]} (lower index "
+            f"first), each with gate 0.25; max abs error {np.abs(got - expected).max():.3g}"
+            + (" (you picked the higher indices)" if np.allclose(got, wrong, atol=1e-6) else "")
+        )
