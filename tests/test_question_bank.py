@@ -89,8 +89,15 @@ def test_every_question_has_an_answer_and_every_link_resolves():
 def test_every_seed_question_is_answered():
     seeds = _seeds_or_skip()
     assert len(seeds) == 81, f"the five seed texts hold 81 questions; the parser found {len(seeds)}"
-    found = qb.problems(ROOT, seeds)
+    found = qb.problems(ROOT, seeds, qb.seed_sections())
     assert found == [], "\n".join(found)
+
+
+def test_myth_entries_name_their_seed_sources():
+    """Each myth quotes a seed's claim (docs/myths.md): its entry says which, as the other seeded entries do."""
+    _, questions, _ = qb.load(ROOT, answers=False)
+    missing = [q["id"] for q in questions if q["topic"] == "myths" and not q.get("seeds")]
+    assert not missing, f"myth entries without `seeds:`: {missing}"
 
 
 def test_the_topics_of_the_issue_are_covered():
@@ -222,6 +229,7 @@ def test_a_sound_bank_has_no_problems(tmp_path):
         ("topic", "routing", "topic 'routing' is not one of ['gating']"),
         ("zh", "What is top-k?", "'zh' has no Chinese text"),
         ("seeds", ["0#1"], "is not like '000#3'"),
+        ("seeds", ["001§x"], "or '001§3.3' (a section)"),
         ("id", "Top K", "use lower-case words joined by '-'"),
         ("extra", "x", "unknown fields ['extra']"),
     ],
@@ -260,6 +268,15 @@ def test_the_checker_catches_uncovered_and_unknown_seed_questions(tmp_path):
     found = qb.problems(tmp_path, {"000#2": "另一个问题？"})
     assert "top-k: seed source 000#1 is not a question of the seed texts" in found
     assert "seed question 000#2 (另一个问题？) is answered by no entry" in found
+
+
+def test_the_checker_checks_cited_article_sections(tmp_path):
+    questions, answers = _mini_bank(tmp_path)
+    questions["questions"][0]["seeds"] = ["000#1", "001§3.3", "001§9.9"]
+    _write(tmp_path, questions, answers)
+    assert qb.problems(tmp_path, {"000#1": "q"}) == []  # sections not checked when not given
+    found = qb.problems(tmp_path, {"000#1": "q"}, {"001§3.3": "算法优缺点"})
+    assert found == ["top-k: seed source 001§9.9 is not a section of the seed texts"]
 
 
 def test_the_student_version_has_questions_without_answers(tmp_path):
@@ -326,9 +343,14 @@ def test_seed_parser_reads_each_layout(tmp_path):
         "003#A1": "原理？", "003#code1": "写分类器。", "003#1": "概念？",
         "004#1": "概念？", "004#4": "编写MoE。",
     }
+    sections = qb.seed_sections(tmp_path)
+    assert {k: v for k, v in sections.items() if k.startswith("001")} == {"001§5.1": "环境", "001§5.2": "源代码详细实现"}
+    assert sections["002§1"] == "概念" and sections["004§4"] == "编写MoE。"
     (tmp_path / "004_e.txt").unlink()
     with pytest.raises(FileNotFoundError, match="004"):
         qb.seed_items(tmp_path)
+    with pytest.raises(FileNotFoundError, match="004"):
+        qb.seed_sections(tmp_path)
 
 
 def _cli(*args, stdin=""):

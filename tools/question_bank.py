@@ -26,7 +26,9 @@ README's "Sources"; they are not distributed with the course) as `NNN#item`: `00
 question 3 of `000_*.txt`; `001#FAQ2` is Q2 of the FAQ in `001`, `001#code` its code sample;
 `002#1` is the interview question of section 1 of `002`, `002#code1` that section's coding task;
 `003#A2` is question 2 of the first list in `003` (面试题库), `003#code1` its first coding task,
-`003#7` question 7 of its long list; `004#4` is item 4 of `004`.
+`003#7` question 7 of its long list; `004#4` is item 4 of `004`. A claim that sits in a section
+of an article and in no question is cited by the section's number: `001§3.3` is section 3.3 of
+`001` (the myths quote several).
 """
 
 import argparse
@@ -50,6 +52,7 @@ REQUIRED_QUESTION_KEYS = {"id", "topic", "en", "zh"}
 ANSWER_KEYS = {"answer", "wrong", "evidence"}
 ID = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 SEED = re.compile(r"^(\d{3})#([A-Za-z]*\d*)$")
+SECTION = re.compile(r"^(\d{3})§(\d+(?:\.\d+)*)$")
 
 
 # --------------------------------------------------------------------------- seeds
@@ -111,6 +114,24 @@ def seed_items(directory=None):
                     continue  # e.g. a bold numbered line outside 003's two question lists
                 items[f"{number}#{key}"] = m.group(2).strip()
     return items
+
+
+def seed_sections(directory=None):
+    """Every numbered section heading of the seed texts: `{"001§3.3": "算法优缺点", ...}`.
+
+    Raises FileNotFoundError when the folder or one of the five files is missing.
+    """
+    directory = Path(directory) if directory else seeds_dir()
+    sections = {}
+    for number in SEED_RULES:
+        found = sorted(directory.glob(f"{number}_*.txt"))
+        if not found:
+            raise FileNotFoundError(f"no seed file {number}_*.txt in {directory}")
+        for line in found[0].read_text(encoding="utf-8").splitlines():
+            m = re.match(r"^#{1,4} (\d+(?:\.\d+)*)\.? +(.+)$", line)
+            if m:
+                sections.setdefault(f"{number}§{m.group(1)}", m.group(2).strip())
+    return sections
 
 
 # --------------------------------------------------------------------------- links
@@ -206,12 +227,13 @@ def load(root=ROOT, answers=True):
     return data["topics"], data["questions"], found
 
 
-def problems(root=ROOT, seeds=None):
+def problems(root=ROOT, seeds=None, sections=None):
     """Everything wrong with the bank, as sentences (an empty list when it is sound).
 
     Checks the fields of every question and answer, that every question has an answer and every
     answer a question, that every link resolves, and, when `seeds` (a `seed_items` dict) is
-    given, that every seed question is answered by some entry and every seed source exists.
+    given, that every seed question is answered by some entry and every seed source exists; when
+    `sections` (a `seed_sections` dict) is given, that every cited section exists.
     """
     topics, questions, answers = load(root)
     out = []
@@ -236,8 +258,11 @@ def problems(root=ROOT, seeds=None):
         if q.get("topic") not in topic_ids:
             out.append(f"{qid}: topic {q.get('topic')!r} is not one of {topic_ids}")
         for s in q.get("seeds", []) or []:
-            if not SEED.match(str(s)):
-                out.append(f"{qid}: seed source {s!r} is not like '000#3'")
+            if SECTION.match(str(s)):
+                if sections is not None and s not in sections:
+                    out.append(f"{qid}: seed source {s} is not a section of the seed texts")
+            elif not SEED.match(str(s)):
+                out.append(f"{qid}: seed source {s!r} is not like '000#3' (a question) or '001§3.3' (a section)")
             elif seeds is not None and s not in seeds:
                 out.append(f"{qid}: seed source {s} is not a question of the seed texts")
         for key in ("notebook", "exercise"):
@@ -344,7 +369,9 @@ def render(root=ROOT, with_answers=False):
     else:
         intro = (
             f"{len(questions)} questions that MoE interviews ask, in English with the Chinese wording "
-            "of the five source texts (seed `NNN`, item `Q`). Answer them yourself first; the answers, "
+            "of the five source texts (seed `NNN`, item `Q`, or `NNN§S` for section S of an article; "
+            f"the texts are listed by title in the README's [Sources]({os.path.relpath('README.md', page.parent)}#sources)). "
+            "Answer them yourself first; the answers, "
             "each with runnable evidence, are in "
             f"[`{ANSWERS_MD}`]({os.path.relpath(ANSWERS_MD, page.parent)}). "
             "Practise one at a time with `python tools/question_bank.py quiz`."
@@ -417,11 +444,11 @@ def main(argv=None):
         print(f"wrote {QUESTIONS_MD} and {ANSWERS_MD}")
     elif args.command == "check":
         try:
-            seeds = seed_items()
+            seeds, sections = seed_items(), seed_sections()
         except FileNotFoundError as e:
             print(f"seed coverage not checked: {e}")
-            seeds = None
-        found = problems(ROOT, seeds)
+            seeds = sections = None
+        found = problems(ROOT, seeds, sections)
         for p in found:
             print(p)
         _, questions, _ = load(ROOT)
