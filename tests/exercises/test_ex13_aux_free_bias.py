@@ -138,3 +138,38 @@ def test_gates_are_normalised_affinities_property(ex, seed, num_experts, k):
     assert np.allclose(gates, chosen / chosen.sum(-1, keepdims=True), atol=1e-5), (
         "gates must be the chosen experts' sigmoid affinities divided by their sum"
     )
+
+
+@pytest.mark.points(1)
+def test_update_bias_returns_a_new_array(ex):
+    """update_bias returns a new array and leaves its inputs untouched (the docstring's promise)."""
+    bias = np.array([0.5, -0.2, 0.1, 0.0])
+    load = np.array([9, 1, 4, 2])
+    bias_before, load_before = bias.copy(), load.copy()
+    got = _np(ex.update_bias(bias, load, 0.01))
+    assert np.allclose(got, [0.49, -0.19, 0.1, 0.01]), (
+        f"bias [0.5, -0.2, 0.1, 0], loads [9, 1, 4, 2] (mean 4), gamma 0.01 should give [0.49, -0.19, 0.1, 0.01]; "
+        f"got {got.tolist()}"
+    )
+    assert np.array_equal(bias, bias_before) and np.array_equal(load, load_before), (
+        f"update_bias modified its input: bias is now {bias.tolist()} (was {bias_before.tolist()}). Return a new "
+        "array (b - gamma * ...) instead of updating in place (b -= ...): the caller may still need the old bias"
+    )
+
+
+@pytest.mark.points(1)
+def test_route_ties_go_to_the_lower_expert(ex):
+    """Equal biased scores: the lower expert index comes first (the docstring's rule)."""
+    gates, indices = _route(ex, np.zeros((1, 4)), [0.0, 0.0, 0.0, 0.0], 2)
+    assert indices.tolist() == [[0, 1]], (
+        f"all 4 biased scores are equal (sigmoid(0) = 0.5): the top-2 must be the lower indices [0, 1]; "
+        f"got {indices.tolist()}"
+    )
+    assert np.allclose(gates, 0.5), f"two equal affinities give gates [0.5, 0.5]; got {gates.tolist()}"
+    logits = np.array([[0.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, 2.0]])
+    gates, indices = _route(ex, logits, [0.0, 0.25, 0.25, 0.0], 3)
+    assert indices.tolist() == [[1, 2, 0], [0, 3, 1]], (
+        "logits [[0, 0, 0, 0], [2, 0, 0, 2]], bias [0, 0.25, 0.25, 0], k=3: the biased scores are "
+        "(0.5, 0.75, 0.75, 0.5) and (0.881, 0.75, 0.75, 0.881); best first, ties to the lower index: expected "
+        f"[[1, 2, 0], [0, 3, 1]], got {indices.tolist()}"
+    )
