@@ -80,7 +80,8 @@ def keep_top_k(h, k):
         k: entries to keep, `1 <= k <= E`.
 
     Returns:
-        `[T, E]`: `h` where kept, `-inf` elsewhere.
+        `[T, E]`: `h` where kept, `-inf` elsewhere (a new array: `h` itself
+        is not modified).
 
     Example:
         >>> keep_top_k(np.array([[1.0, 1.386, 0.5]]), k=2)

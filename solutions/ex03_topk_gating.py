@@ -34,6 +34,7 @@ def top_k_gates(logits, k):
           the softmax over the k kept logits, so each row sums to 1.
         - `indices`, `[T, k]` ints: each token's chosen experts, best (largest
           logit) first; equal logits are ranked by lower expert index first.
+        `logits` itself is not modified.
 
     Raises:
         ValueError: if k is not in `[1, E]`.

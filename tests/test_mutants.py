@@ -250,4 +250,6 @@ def test_the_tests_catch_the_mutant(graded, prefix, name):
 def test_mutation_check_time(graded):
     """The whole check must stay cheap: ``make test`` runs on a small CI machine with a time limit."""
     print(f"\nmutation check: {len(graded['folders'])} mutants graded in {graded['elapsed']:.1f} s")
-    assert graded["elapsed"] < 240, f"grading the mutants took {graded['elapsed']:.0f} s"
+    assert graded["elapsed"] < 120, (
+        f"grading the mutants took {graded['elapsed']:.0f} s: the budget is well under 90 s (it took 25 s for 76 "
+        "mutants on a loaded 2-core machine); keep 3 to 6 mutants per exercise, each caught by a fast test")

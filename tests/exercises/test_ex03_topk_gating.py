@@ -108,3 +108,31 @@ def test_large_logits_are_stable(ex):
 def test_invalid_k_raises(ex, k):
     with pytest.raises(ValueError):
         ex.top_k_gates(np.zeros((2, 3)), k)
+
+
+@pytest.mark.points(1)
+def test_input_logits_are_not_modified(ex):
+    logits = np.array([[1.0, 3.0, 2.0, -1.0], [0.5, 0.5, 4.0, 0.0]])
+    before = logits.copy()
+    gates, indices = _call(ex, logits, 2)
+    np.testing.assert_array_equal(
+        logits, before, err_msg="top_k_gates modified the caller's logits (a sort, a max shift or a -inf mask done "
+                                "in place): work on a new array; np.asarray(x, float64) returns x itself for a "
+                                "float64 input",
+    )
+    np.testing.assert_array_equal(indices, [[1, 2], [2, 0]], err_msg="indices of [[1, 3, 2, -1], [0.5, 0.5, 4, 0]], k=2")
+
+
+@pytest.mark.points(1)
+def test_ties_at_the_cut_with_k_above_one(ex):
+    """Order matters when a tie straddles the k-th place: which expert is kept changes the gates."""
+    logits = np.array([[0.0, 2.0, 1.0, 2.0, 1.0], [3.0, 1.0, 1.0, 1.0, 3.0]])
+    gates, indices = _call(ex, logits, 3)
+    np.testing.assert_array_equal(
+        indices, [[1, 3, 2], [0, 4, 1]],
+        err_msg="k=3: [0, 2, 1, 2, 1] keeps experts 1, 3 (the two 2s, lower index first) then 2 (of the tied 1s, "
+                "the lower index); [3, 1, 1, 1, 3] keeps 0, 4, then 1",
+    )
+    e2, e1 = np.exp(2.0), np.exp(1.0)
+    np.testing.assert_allclose(gates[0], [0.0, e2, e1, e2, 0.0] / (2 * e2 + e1), rtol=1e-5, atol=1e-7,
+                               err_msg="the kept tied logit is expert 2's, not expert 4's: expert 4's gate is 0")

@@ -95,3 +95,65 @@ def test_zero_noise_is_plain_top_k(ex, num_tokens, d, num_experts, data, seed):
     np.testing.assert_allclose(gates, ref_gates, rtol=1e-4, atol=1e-6,
                                err_msg="with zero noise the gates are softmax over the top-k clean logits")
     np.testing.assert_allclose(gates.sum(-1), 1.0, rtol=1e-6, err_msg="each row of gates sums to 1")
+
+
+@pytest.mark.points(1)
+def test_softplus_keeps_tiny_values(ex):
+    """log(1 + exp(-40)) rounds 1 + 4.2e-18 to 1 and returns 0: the 'loses everything' of the docstring."""
+    x = np.array([-40.0, -100.0, -700.0, 800.0])
+    with np.errstate(all="ignore"):
+        got = _np(ex.softplus(x))
+    expected = np.array([np.exp(-40.0), np.exp(-100.0), np.exp(-700.0), 800.0])  # log1p(e) = e for tiny e
+    assert np.all(np.isfinite(got)), f"softplus({x.tolist()}) must be finite; got {got.tolist()}"
+    np.testing.assert_allclose(
+        got, expected, rtol=1e-9, atol=0,
+        err_msg="softplus(-40) = 4.248e-18, softplus(-100) = 3.72e-44, softplus(-700) = 9.86e-305 (tiny but "
+                "not 0: compute log1p(exp(-|x|)), never log(1 + exp(x))), softplus(800) = 800",
+    )
+
+
+@pytest.mark.points(1)
+def test_keep_top_k_returns_a_new_array(ex):
+    h = np.array([[1.0, 3.0, 3.0, 0.5], [2.0, -1.0, 0.0, 5.0]])
+    before = h.copy()
+    with np.errstate(all="ignore"):
+        got = _np(ex.keep_top_k(h, 1))
+    np.testing.assert_array_equal(h, before, err_msg="keep_top_k wrote -inf into the caller's h: fill a NEW array")
+    np.testing.assert_array_equal(got, [[-np.inf, 3.0, -np.inf, -np.inf], [-np.inf, -np.inf, -np.inf, 5.0]],
+                                  err_msg="k=1 keeps only each row's largest entry (of the tied 3s, expert 1's)")
+    np.testing.assert_array_equal(_np(ex.keep_top_k(h, 4)), before, err_msg="k = E keeps every entry unchanged")
+
+
+@pytest.mark.points(1)
+def test_gating_ties_go_to_the_lower_index(ex):
+    x, w_gate, w_noise = np.array([[1.0]]), np.array([[1.0, 2.0, 1.0, 1.0]]), np.zeros((1, 4))
+    gates, indices = _gating(ex, x, w_gate, w_noise, 2, np.zeros((1, 4)))
+    np.testing.assert_array_equal(
+        indices, [[1, 0]], err_msg="H = [1, 2, 1, 1], k=2: expert 1, then expert 0 (of the tied 1s, the lower index)")
+    top = np.exp([1.0, 2.0]) / np.exp([1.0, 2.0]).sum()
+    np.testing.assert_allclose(gates, [[top[0], top[1], 0.0, 0.0]], rtol=1e-5, atol=1e-8,
+                               err_msg="the tied expert kept is expert 0: gates = softmax([1, 2]) on experts 0 and 1")
+    _, indices3 = _gating(ex, x, w_gate, w_noise, 3, np.zeros((1, 4)))
+    np.testing.assert_array_equal(indices3, [[1, 0, 2]], err_msg="k=3: experts 1, 0, 2 (ties: lower index first)")
+
+
+@pytest.mark.points(2)
+def test_gating_with_a_learned_noise_scale_for_every_k(ex):
+    from moe_tf.routing import top_k_gates
+
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        num_tokens, d, num_experts = 6, 3, 5
+        x = rng.normal(size=(num_tokens, d))
+        w_gate, w_noise = rng.normal(size=(d, num_experts)), rng.normal(size=(d, num_experts))
+        noise = rng.normal(size=(num_tokens, num_experts))
+        h = x @ w_gate + noise * np.log1p(np.exp(x @ w_noise))
+        for k in range(1, num_experts + 1):
+            gates, indices = _gating(ex, x, w_gate, w_noise, k, noise)
+            ref_gates, ref_indices = (np.asarray(t) for t in top_k_gates(h.astype("float32"), k))
+            np.testing.assert_array_equal(
+                indices, ref_indices,
+                err_msg=f"k={k}: the experts are the top k of H = x W_g + noise * softplus(x W_noise), best first")
+            np.testing.assert_allclose(
+                gates, ref_gates, rtol=1e-4, atol=1e-6,
+                err_msg=f"k={k}: G = softmax(KeepTopK(H, k)): zero outside the top k, each row sums to 1")

@@ -113,3 +113,36 @@ def test_load_loss_is_zero_when_every_expert_is_chosen(ex):
     assert _float(ex.load_loss(CLEAN, NOISY, STDDEV, 1)) == pytest.approx(0.11470776, rel=1e-5), (
         "load_loss of the docstring example: CV^2 of [0.3085, 0.1587, 0.1587] = 0.1147"
     )
+
+
+@pytest.mark.points(1)
+def test_smooth_load_when_every_expert_is_chosen(ex):
+    clean, noisy, stddev = _noisy_inputs(np.random.default_rng(2), 5, 3)
+    for k in (3, 4):
+        got = _np(ex.smooth_load(clean, noisy, stddev, k))
+        assert got.shape == (3,), f"smooth_load is one value per expert: expected shape (3,), got {got.shape}"
+        np.testing.assert_allclose(
+            got, [5.0, 5.0, 5.0], rtol=1e-9,
+            err_msg=f"k={k} >= E=3: every expert is always chosen, so Load_i = T = 5 for every expert "
+                    "(the docstring's special case: there is no (k+1)-th logit to compare with)",
+        )
+
+
+@pytest.mark.points(1)
+def test_smooth_load_with_ties_in_the_noisy_logits(ex):
+    """The threshold rule is strict: H_i is in the top k when H_i > the (k+1)-th largest."""
+    clean = np.zeros((1, 3))
+    # k=1, H = [2, 1, 1]: expert 0 is in (2 > 1), bar = 1; experts 1 and 2 tie with the 2nd largest: out, bar = 2.
+    got = _np(ex.smooth_load(clean, np.array([[2.0, 1.0, 1.0]]), np.ones((1, 3)), 1))
+    np.testing.assert_allclose(
+        got, [0.15865525, 0.02275013, 0.02275013], rtol=1e-5,
+        err_msg="k=1, clean 0, H = [2, 1, 1]: expert 0 must beat the 2nd largest H (1) -> Phi(-1); experts 1 and 2 "
+                "are not > the 2nd largest (they equal it), so their bar is the largest H (2) -> Phi(-2)",
+    )
+    # k=2, H = [1, 1, 0]: experts 0 and 1 are in (1 > 0), bar = 0; expert 2 equals the 3rd largest: out, bar = 1.
+    got = _np(ex.smooth_load(clean, np.array([[1.0, 1.0, 0.0]]), np.ones((1, 3)), 2))
+    np.testing.assert_allclose(
+        got, [0.5, 0.5, 0.15865525], rtol=1e-5,
+        err_msg="k=2, clean 0, H = [1, 1, 0]: experts 0 and 1 beat the 3rd largest (0) -> Phi(0); expert 2 equals "
+                "it, so it is out and must beat the 2nd largest (1) -> Phi(-1)",
+    )

@@ -104,3 +104,28 @@ def test_gradient_flows_only_through_p(ex):
         err_msg="d loss / d p[t, i] = alpha * N * f_i / T = [0.00375, 0.001875, 0.001875] for every token: "
                 "the gradient flows through P only (f is a count)",
     )
+
+
+@pytest.mark.points(1)
+def test_argmax_ties_go_to_the_lower_expert(ex):
+    probs = np.array([[0.25, 0.25, 0.5, 0.0], [0.4, 0.4, 0.1, 0.1], [0.1, 0.3, 0.3, 0.3], [0.5, 0.0, 0.0, 0.5]],
+                     dtype="float32")
+    f = _np(ex.expert_fractions(probs))
+    np.testing.assert_allclose(
+        f, [0.5, 0.25, 0.25, 0.0], atol=1e-6,
+        err_msg="top-1 experts with ties broken towards the LOWER index: 2, 0 (0.4 = 0.4), 1 (of three 0.3s), "
+                "0 (0.5 = 0.5), so f = [2/4, 1/4, 1/4, 0]",
+    )
+    p = probs.mean(axis=0)
+    assert _loss(ex, probs, 1.0) == pytest.approx(4 * float(np.dot([0.5, 0.25, 0.25, 0.0], p)), rel=1e-5), (
+        "the loss uses the same f: 4 * (0.5 * P_0 + 0.25 * P_1 + 0.25 * P_2)"
+    )
+
+
+@pytest.mark.points(1)
+def test_default_alpha_is_the_papers(ex):
+    got = _float(ex.switch_balance_loss(np.asarray(PROBS, "float32")))
+    assert got == pytest.approx(0.0103125, rel=1e-5), (
+        f"switch_balance_loss(probs) without alpha uses the documented default alpha = 1e-2 (the paper's): "
+        f"expected 0.0103125, got {got:.6g}"
+    )

@@ -104,3 +104,35 @@ def test_gradient_matches_autodiff(ex):
     )
     np.testing.assert_allclose(_np(ex.router_z_loss_grad(np.array([[0.0, 0.0], [1.0, 1.0]]))),
                                [[math.log(2) / 2] * 2, [(1 + math.log(2)) / 2] * 2], rtol=1e-6)
+
+
+@pytest.mark.points(1)
+def test_logsumexp_reduces_the_last_axis_of_any_shape(ex):
+    x = np.random.default_rng(6).normal(size=(2, 3, 4)) * 5
+    got = _np(ex.logsumexp(x))
+    assert got.shape == (2, 3), f"logsumexp of a [2, 3, 4] array reduces the last axis -> (2, 3); got {got.shape}"
+    np.testing.assert_allclose(got, np.log(np.exp(x).sum(-1)), rtol=1e-6,
+                               err_msg="logsumexp over the last axis of a [2, 3, 4] array (x - m[..., None])")
+    one = _np(ex.logsumexp(np.array([1000.0, 999.0, -5.0])))
+    assert one.size == 1, f"logsumexp of a single row [N] is a scalar; got shape {one.shape}"
+    assert float(one.reshape(())) == pytest.approx(1000 + math.log1p(math.exp(-1.0)), rel=1e-9), (
+        "logsumexp([1000, 999, -5]) = 1000 + log(1 + e^-1 + e^-1005) = 1000.3133"
+    )
+
+
+@pytest.mark.points(1)
+def test_gradient_is_stable_where_float64_overflows(ex):
+    """exp(1000) overflows even in float64: the softmax inside the gradient must be the stable one."""
+    logits = np.array([[1000.0, 999.0, -3.0, 0.0], [-1000.0, -1001.0, -1000.0, -1002.0], [0.5, -0.5, 1.0, 0.0]])
+    lse = np.array([1000 + math.log1p(math.exp(-1.0)), logits[1].max() + math.log(np.exp(logits[1] + 1000).sum()),
+                    math.log(np.exp(logits[2]).sum())])
+    expected = 2.0 / 3 * lse[:, None] * np.exp(logits - lse[:, None])
+    with np.errstate(all="ignore"):
+        got = _np(ex.router_z_loss_grad(logits))
+    assert got.shape == (3, 4), f"the gradient has the logits' shape (3, 4); got {got.shape}"
+    assert np.all(np.isfinite(got)), (
+        f"the gradient has inf/NaN for logits ~+-1000 ({got.tolist()}): softmax(x) = exp(x - logsumexp(x)), not "
+        "exp(x) / sum(exp(x))"
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-300,
+                               err_msg="d L_z / d x[t, i] = (2/B) * logsumexp(x[t]) * softmax(x[t])_i, B = 3")

@@ -1,6 +1,7 @@
 """Grades exercise 8: expert capacity and capacity positions (GShard / Switch Transformer)."""
 
 import math
+import numbers
 
 import numpy as np
 import pytest
@@ -147,4 +148,43 @@ def test_positions_match_reference_property(ex, routing):
     assert np.array_equal(kept, np.minimum(counts, capacity)), (
         f"each expert must keep min(assignments, capacity) = {np.minimum(counts, capacity).tolist()}; "
         f"kept {kept.astype(int).tolist()}"
+    )
+
+
+@pytest.mark.points(1)
+def test_capacity_of_an_empty_group_and_return_type(ex):
+    got = ex.expert_capacity(0, 4, 2, 1.25)
+    assert isinstance(got, numbers.Integral) and not isinstance(got, bool), (
+        f"expert_capacity returns an int (a number of slots); got {got!r} of type {type(got).__name__}"
+    )
+    assert got == 0, (
+        f"expert_capacity(num_tokens=0, ...) = ceil(1.25 * 2 * 0 / 4) = 0: no tokens, no slots (no minimum of 1 in "
+        f"this formula); got {got}"
+    )
+    got = ex.expert_capacity(1, 64, 1, 1.0)
+    assert got == 1 and isinstance(got, numbers.Integral), f"ceil(1 * 1 * 1 / 64) = 1; got {got!r}"
+
+
+@pytest.mark.points(1)
+def test_top_3_queues_choice_by_choice(ex):
+    # Every token picks all three experts, in a different order. Choice-major queue: the three first choices
+    # (one per expert) take slot 0, the second choices slot 1, the third choices slot 2.
+    positions, keep = _positions(ex, [[0, 1, 2], [1, 2, 0], [2, 0, 1]], num_experts=3, capacity=2)
+    assert positions.tolist() == [[0, 1, 2]] * 3, (
+        "for indices [[0, 1, 2], [1, 2, 0], [2, 0, 1]] every first choice gets slot 0, every second choice slot 1 "
+        f"and every third choice slot 2 (all first choices queue before any second choice); got {positions.tolist()}"
+    )
+    assert keep.tolist() == [[True, True, False]] * 3, (
+        f"capacity 2 keeps the first and second choices and drops every third choice; got {keep.tolist()}"
+    )
+
+
+@pytest.mark.points(1)
+def test_capacity_zero_keeps_nothing(ex):
+    positions, keep = _positions(ex, [[1, 0], [1, 2], [0, 1]], num_experts=3, capacity=0)
+    assert not keep.any(), f"capacity 0: no assignment fits (position < 0 is never true); got keep = {keep.tolist()}"
+    assert positions.tolist() == [[0, 1], [1, 0], [0, 2]], (
+        f"dropped assignments still get their position (>= capacity): expected [[0, 1], [1, 0], [0, 2]] (token 0's "
+        f"second choice queues behind token 2's first choice at expert 0); "
+        f"got {positions.tolist()}"
     )
