@@ -69,6 +69,10 @@ class MoELayer(keras.layers.Layer):
         activation: the experts' hidden activation (name or callable).
         balance_loss_weight: alpha (Switch: 1e-2).
 
+    Raises:
+        ValueError: in `__init__`, if `num_experts < 1` or `k` is not in
+            `[1, num_experts]`.
+
     Methods the tests call besides `call`:
         `route(x)` -> `(gates [T, E], indices [T, k], probs [T, E])`.
 

@@ -207,3 +207,89 @@ def test_trains_on_mnist(ex):
         "sum to 1), that the experts really differ, and that the router is trained"
     )
     assert seconds <= MAX_TRAIN_SECONDS, f"training took {seconds:.1f} s (> {MAX_TRAIN_SECONDS} s): avoid Python loops in call"
+
+
+@pytest.mark.points(1)
+def test_invalid_configuration_raises_value_error(ex):
+    """__init__ validates num_experts >= 1 and 1 <= k <= num_experts (documented ValueError)."""
+    ex.MoELayer(num_experts=2, expert_units=4, k=2)  # k = E is allowed
+    ex.MoELayer(num_experts=1, expert_units=4, k=1)
+    for kwargs in [dict(num_experts=2, k=3), dict(num_experts=4, k=0), dict(num_experts=0, k=1)]:
+        with pytest.raises(ValueError):
+            ex.MoELayer(expert_units=4, **kwargs)
+            pytest.fail(f"MoELayer({kwargs}) must raise ValueError: k must be in [1, num_experts] and num_experts >= 1 "
+                        "(top_k would fail later, or silently route nowhere)", pytrace=False)
+
+
+def _reference_layer(x, weights, k, activation):
+    """numpy forward of the documented layer: gates (top-k, k = 1 raw, k >= 2 renormalised) times the E MLPs."""
+    router, w1, b1, w2, b2 = weights
+    gates, _ = _expected_gates(_softmax(x @ router), k)
+    hidden = activation(np.einsum("td,edh->teh", x, w1) + b1)
+    return np.einsum("te,teo->to", gates, np.einsum("teh,eho->teo", hidden, w2) + b2)
+
+
+@pytest.mark.points(1)
+def test_activation_argument_is_used(ex):
+    """activation (a name or a callable) is the experts' hidden activation; the biases b1, b2 count too."""
+    E, d, h, o = 3, 5, 4, 2
+    rng = np.random.default_rng(8)
+    weights = [rng.normal(size=s).astype("float32") for s in [(d, E), (E, d, h), (E, h), (E, h, o), (E, o)]]
+    x = _x(7, d, seed=9)
+    for activation, fn in [("tanh", np.tanh), (keras.activations.sigmoid, lambda z: 1 / (1 + np.exp(-z))),
+                           ("relu", lambda z: np.maximum(z, 0.0))]:
+        layer = _built(ex, dim=d, num_experts=E, expert_units=h, k=2, output_units=o, activation=activation)
+        layer.set_weights(weights)
+        expected = _reference_layer(x, weights, 2, fn)
+        name = activation if isinstance(activation, str) else "keras.activations.sigmoid"
+        np.testing.assert_allclose(np.asarray(layer(x)), expected, atol=1e-5, err_msg=(
+            f"with activation={name!r} the experts must compute act(x @ w1[e] + b1[e]) @ w2[e] + b2[e]: the "
+            "activation argument (a name or a callable) must be used, not a fixed relu"))
+
+
+@pytest.mark.points(2)
+def test_balance_loss_counts_all_k_choices(ex):
+    """k >= 2: f_i is the fraction of the T*k assignments (it sums to 1), so the loss stays alpha * E * sum f_i P_i."""
+    E, d, alpha = 4, 6, 0.05
+    x = _x(dim=d, seed=10)
+    router = np.random.default_rng(11).normal(size=(d, E)).astype("float32")
+    probs = _softmax(x @ router)
+    for k in (2, 3):
+        layer = _built(ex, dim=d, num_experts=E, expert_units=8, k=k, balance_loss_weight=alpha)
+        layer.set_weights([router] + layer.get_weights()[1:])
+        layer(x)
+        assert len(layer.losses) == 1, f"expected exactly one loss after a call (k={k}); got {len(layer.losses)}"
+        top = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+        expected = alpha * _switch_loss(probs, top, E)
+        first_choice_only = alpha * _switch_loss(probs, top[:, :1], E)
+        got = float(layer.losses[0])
+        hint = ""
+        if np.isclose(got, k * expected, rtol=1e-4):
+            hint = f" (that is k = {k} times too large: divide the counts by T*k, not by T)"
+        elif np.isclose(got, first_choice_only, rtol=1e-4):
+            hint = " (that counts only each token's first choice)"
+        np.testing.assert_allclose(got, expected, rtol=1e-4, err_msg=(
+            f"k={k}: loss must be balance_loss_weight * E * sum_i f_i P_i with f_i the fraction of the T*k "
+            f"(token, choice) assignments that went to expert i; expected {expected:.6f}, got {got:.6f}{hint}"))
+
+
+@pytest.mark.points(1)
+def test_router_runs_in_float32_under_mixed_precision(ex):
+    """Switch selective precision: with dtype='mixed_float16' the router's probs and gates are still float32."""
+    layer = ex.MoELayer(num_experts=4, expert_units=8, k=2, dtype="mixed_float16")
+    layer.build((None, 6))
+    assert layer.weights[0].dtype == "float32", "the router kernel must be created as float32"
+    x = _x(dim=6, seed=12)
+    gates, indices, probs = layer.route(x.astype("float16"))
+    dtypes = [keras.backend.standardize_dtype(v.dtype) for v in (probs, gates)]
+    assert dtypes == ["float32", "float32"], (
+        f"route must compute the router in float32 whatever the layer's compute dtype; got probs {probs.dtype}, "
+        f"gates {gates.dtype} under mixed_float16"
+    )
+    kernel = np.asarray(layer.weights[0])
+    expected = _softmax(x.astype("float16").astype("float32") @ kernel)
+    np.testing.assert_allclose(np.asarray(probs), expected, atol=1e-6, err_msg=(
+        "probs must be softmax(float32(x) @ router_kernel) computed in float32 (float16 round-off is ~1e-3)"))
+    y = layer(x.astype("float16"))
+    assert tuple(y.shape) == (16, 6) and np.all(np.isfinite(np.asarray(y, dtype=np.float32)))
+    assert np.isfinite(float(layer.losses[0])), "the balance loss must be finite under mixed precision"
