@@ -233,3 +233,74 @@ def test_I_training_on_the_losses_rebalances_a_collapsed_router(ex):
         optimizer.apply_gradients(zip(grads, layer.trainable_weights))
     top_load = np.bincount(np.asarray(layer(x)).argmax(-1), minlength=4).max() / 64
     assert top_load < 0.5, f"after training, the busiest expert still takes {top_load:.0%} of the tokens"
+
+
+# -- further symptoms: each exhibit fixed at its cause, not at the symptom the first tests show ---------------
+
+@pytest.mark.points(1)
+def test_B_fusion_uses_the_weights_as_given(ex):
+    """Exhibit B: y[b] = sum_e weights[b, e] * outputs[e][b] for any weights, normalised or not (B=3, E=2, d=4)."""
+    rng = _rng(11)
+    outputs = [rng.normal(size=(3, 4)).astype("float32") for _ in range(2)]
+    weights = np.array([[2.0, 0.5], [0.0, 3.0], [1.0, 1.0]], "float32")  # rows do not sum to 1
+    got = np.asarray(ex.fusion([tf.constant(o) for o in outputs], tf.constant(weights)))
+    np.testing.assert_allclose(got, _mix(outputs, weights), rtol=1e-5, atol=1e-6, err_msg=(
+        "fusion must compute sum_e weights[b, e] * outputs[e][b] with the weights exactly as given (the docstring's "
+        "formula): normalising or softmaxing them inside fusion changes the answer"))
+
+
+@pytest.mark.points(1)
+def test_C_extreme_logits_select_their_expert(ex):
+    """Exhibit C: softmax of logits like 200 or 1000 must not overflow (exp(200) is inf in float32)."""
+    rng = _rng(12)
+    outputs = [rng.normal(size=(3, 2)).astype("float32") for _ in range(2)]
+    logits = np.array([[200.0, 0.0], [0.0, -200.0], [-1000.0, 1000.0]], "float32")
+    got = np.asarray(ex.seed001_moe_output([tf.constant(o) for o in outputs], tf.constant(logits)))
+    expected = np.stack([outputs[0][0], outputs[0][1], outputs[1][2]])
+    assert np.all(np.isfinite(got)), (
+        f"large logits gave {got.tolist()}: exp(200) overflows float32, and inf / inf is NaN; use a stable softmax "
+        "(tf.nn.softmax subtracts the row maximum)"
+    )
+    np.testing.assert_allclose(got, expected, atol=1e-6, err_msg=(
+        "logits (200, 0), (0, -200), (-1000, 1000) put all the weight on experts 0, 0, 1"))
+
+
+@pytest.mark.points(1)
+def test_F_positions_count_per_expert(ex):
+    """Exhibit F: each expert numbers its own tokens from 0; positions are int32, keep is float32 0/1."""
+    positions, keep = ex.capacity_positions(tf.constant([1, 0, 1, 1, 0, 2]), 3, 2)
+    assert tf.as_dtype(positions.dtype) == tf.int32 and tf.as_dtype(keep.dtype) == tf.float32, (
+        f"positions must be int32 and keep float32 (as documented); got {positions.dtype} and {keep.dtype}"
+    )
+    np.testing.assert_array_equal(np.asarray(positions), [0, 0, 1, 2, 1, 0], err_msg=(
+        "expert_index [1, 0, 1, 1, 0, 2]: expert 1 gets tokens 0, 2, 3 (slots 0, 1, 2), expert 0 tokens 1, 4 "
+        "(slots 0, 1), expert 2 token 5 (slot 0)"))
+    np.testing.assert_array_equal(np.asarray(keep), [1, 1, 1, 0, 1, 1], err_msg=(
+        "capacity 2: only token 3 (slot 2 of expert 1) is dropped"))
+
+
+@pytest.mark.points(2)
+def test_H_garbage_in_dropped_rows_does_not_leak(ex):
+    """Exhibit H: a dropped row's expert output is garbage (inf, NaN): the output is exactly 0 there, never NaN."""
+    tokens = tf.constant([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]])
+    expert_outputs = tf.constant([[10.0, 10.0], [np.inf, -np.inf], [20.0, 20.0], [np.nan, np.nan]])
+    gate = tf.constant([0.5, 0.7, 0.25, 0.9])
+    keep = tf.constant([1.0, 0.0, 1.0, 0.0])
+    y = np.asarray(ex.combine_top1(tokens, expert_outputs, gate, keep))
+    np.testing.assert_array_equal(y[[1, 3]], np.zeros((2, 2)), err_msg=(
+        f"dropped tokens whose expert rows hold inf and NaN returned {y[[1, 3]].tolist()}: multiplying garbage by "
+        "keep = 0 gives NaN (0 * inf); select the kept rows (tf.where) so nothing from a dropped row leaks"))
+    np.testing.assert_allclose(y[[0, 2]], [[5.0, 5.0], [5.0, 5.0]], err_msg="kept tokens: gate * expert output")
+    # With finite garbage: a dropped token gives the router no gradient, and the tokens none at all.
+    expert_outputs = tf.constant([[10.0, 10.0], [99.0, -99.0], [20.0, 20.0], [5.0, 5.0]])
+    gate = tf.Variable([0.5, 0.7, 0.25, 0.9])
+    tokens = tf.Variable(tokens)
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(ex.combine_top1(tokens, expert_outputs, gate, keep))
+    grad_gate, grad_tokens = tape.gradient(total, [gate, tokens])
+    np.testing.assert_allclose(np.asarray(grad_gate), [20.0, 0.0, 40.0, 0.0], err_msg=(
+        "d(sum y)/d gate must be the expert output's sum for kept tokens and 0 for dropped ones: no expert processed "
+        "a dropped token, so the router must not learn from it"))
+    assert grad_tokens is None or np.allclose(np.asarray(grad_tokens), 0.0), (
+        "the layer's output must not depend on the tokens directly (the residual around the layer carries them)"
+    )
