@@ -10,6 +10,7 @@ nothing: the point is to be able to justify each answer from the papers.
 
 import hashlib
 import math
+import numbers
 
 import pytest
 
@@ -63,10 +64,9 @@ def test_multiple_choice(ex, name):
 def test_numeric(ex, name):
     """One numeric question, within its stated tolerance."""
     value = _answer(ex, name)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        pytest.fail(f"{name} must be a number; got {value!r}", pytrace=False)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        pytest.fail(f"{name} must be a number (an int or a float, not text or a bool); got {value!r}", pytrace=False)
+    number = float(value)
     expected, abs_tol, rel_tol = NUMERIC[name]
     tolerance = f"+/- {abs_tol}" if abs_tol else f"{rel_tol:.0e} relative" if rel_tol else "exact"
     assert math.isfinite(number) and math.isclose(number, expected, abs_tol=abs_tol, rel_tol=rel_tol), (
