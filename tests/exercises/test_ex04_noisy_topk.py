@@ -100,15 +100,14 @@ def test_zero_noise_is_plain_top_k(ex, num_tokens, d, num_experts, data, seed):
 @pytest.mark.points(1)
 def test_softplus_keeps_tiny_values(ex):
     """log(1 + exp(-40)) rounds 1 + 4.2e-18 to 1 and returns 0: the 'loses everything' of the docstring."""
-    x = np.array([-40.0, -100.0, -700.0, 800.0])
+    x = np.array([-40.0, -20.0, 800.0])
     with np.errstate(all="ignore"):
         got = _np(ex.softplus(x))
-    expected = np.array([np.exp(-40.0), np.exp(-100.0), np.exp(-700.0), 800.0])  # log1p(e) = e for tiny e
     assert np.all(np.isfinite(got)), f"softplus({x.tolist()}) must be finite; got {got.tolist()}"
     np.testing.assert_allclose(
-        got, expected, rtol=1e-9, atol=0,
-        err_msg="softplus(-40) = 4.248e-18, softplus(-100) = 3.72e-44, softplus(-700) = 9.86e-305 (tiny but "
-                "not 0: compute log1p(exp(-|x|)), never log(1 + exp(x))), softplus(800) = 800",
+        got, [np.log1p(np.exp(-40.0)), np.log1p(np.exp(-20.0)), 800.0], rtol=1e-5, atol=0,
+        err_msg="softplus(-40) = 4.248e-18 and softplus(-20) = 2.061e-09: tiny but not 0 (compute log1p(exp(-|x|)); "
+                "log(1 + exp(x)) rounds 1 + 4e-18 to 1 and returns 0); softplus(800) = 800",
     )
 
 

