@@ -240,3 +240,24 @@ def test_padding_at_the_edge_of_float64_changes_nothing(ex):
         f"huge (finite) padding rows changed the balance loss from {float(loss_real):.6f} to {float(loss)}: "
         "P_i must average the real tokens' probabilities only (select them; 0 * NaN is NaN)"
     )
+
+
+@pytest.mark.points(1)
+def test_forward_loss_counts_every_choice_before_capacity(ex):
+    """masked_moe_forward's loss: f_i over the real tokens' k choices (dropped ones too), P_i over the real tokens."""
+    router, w_in, w_out = _weights(seed=14)
+    x = np.random.default_rng(15).normal(size=(9, DIM))
+    mask = np.array([1, 1, 0, 1, 1, 1, 0, 1, 1])
+    logits = x @ router
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    for k in (1, 2):
+        _, loss = ex.masked_moe_forward(x, mask, router, w_in, w_out, k=k, capacity=1)  # capacity 1 drops many
+        indices = np.argsort(-logits, axis=-1, kind="stable")[:, :k]
+        expected = float(switch_balance_loss(probs.astype(np.float32), np.eye(EXPERTS)[indices],
+                                             mask=mask.astype(np.float32)))
+        assert np.isclose(float(loss), expected, atol=1e-5), (
+            f"k={k}, capacity 1: the loss must be E * sum_i f_i P_i with f_i the fraction of the real tokens' k "
+            f"router choices (before capacity, dropped ones included) and P_i the real tokens' mean softmax "
+            f"probability; expected {expected:.5f}, got {float(loss):.5f}"
+        )

@@ -293,3 +293,20 @@ def test_router_runs_in_float32_under_mixed_precision(ex):
     y = layer(x.astype("float16"))
     assert tuple(y.shape) == (16, 6) and np.all(np.isfinite(np.asarray(y, dtype=np.float32)))
     assert np.isfinite(float(layer.losses[0])), "the balance loss must be finite under mixed precision"
+
+
+@pytest.mark.points(1)
+def test_build_classifier_passes_its_arguments_on(ex):
+    """build_classifier(input_dim, num_classes, num_experts, expert_units, k) uses every argument it documents."""
+    model = ex.build_classifier(20, 3, num_experts=3, expert_units=5, k=1)
+    moe = [layer for layer in model.layers if isinstance(layer, ex.MoELayer)]
+    assert len(moe) == 1, "the model must contain exactly one MoELayer"
+    shapes = [tuple(w.shape) for w in moe[0].weights]
+    assert shapes == [(20, 3), (3, 20, 5), (3, 5), (3, 5, 3), (3, 3)], (
+        "build_classifier(20, 3, num_experts=3, expert_units=5, k=1) must build MoELayer(num_experts=3, "
+        f"expert_units=5, k=1, output_units=3) on 20 inputs; its weight shapes are {shapes}"
+    )
+    assert moe[0].get_config()["k"] == 1, f"k=1 must reach the MoELayer; its config has k={moe[0].get_config()['k']}"
+    probs = np.asarray(model(np.random.default_rng(13).random((4, 20)).astype("float32")))
+    assert probs.shape == (4, 3), f"expected (4, 3) class probabilities, got {probs.shape}"
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-4, err_msg="outputs must be class probabilities")
