@@ -153,7 +153,8 @@ def _copy_files(src: Path, dst: Path, limit: int) -> None:
 
 
 def _copy_tree(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", ".*"), dirs_exist_ok=True)
+    # mutants/: the mutation check's wrong solutions quote lines of the references; no student sees them.
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", ".*", "mutants"), dirs_exist_ok=True)
 
 
 def _pytest_ini() -> str:

@@ -40,7 +40,9 @@ def test_copy_has_the_course_without_solutions(copy):
     assert files == set(written)
     assert not [f for f in files if f == "solutions" or f.startswith("solutions/")]
     assert not (dest / "solutions").exists()
-    assert left_out and all(f.startswith("solutions/") for f in left_out)
+    assert left_out and all(f.startswith(("solutions/", "tests/exercises/mutants/")) for f in left_out)
+    assert not [f for f in files if f.startswith("tests/exercises/mutants/")], "mutants quote the references"
+    assert any(f.startswith("tests/exercises/mutants/") for f in left_out)
     assert "solutions/README.md" in left_out and any(f.startswith("solutions/notebooks/") for f in left_out)
     tracked = set(student_version.tracked_files(REPO))
     assert files == (tracked - set(left_out) - set(missing)) | {"STUDENT_VERSION.md"}

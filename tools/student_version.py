@@ -8,7 +8,9 @@ except the folders that hold answers:
 
 - `solutions/`: the reference solutions of the exercises, the answers to the notebooks'
   interview questions (`solutions/notebooks/`) and to the question bank
-  (`solutions/question_bank_answers.yaml`, `solutions/question_bank.md`).
+  (`solutions/question_bank_answers.yaml`, `solutions/question_bank.md`);
+- `tests/exercises/mutants/`: the mutation check's wrong solutions (`tests/test_mutants.py`), which
+  quote lines of the reference solutions.
 
 It adds `STUDENT_VERSION.md` at DEST's root (what this copy is, how to grade). DEST must not
 exist or be an empty folder; the tool refuses anything else. In the copy, the tests that need
@@ -30,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Tracked paths that hold answers: left out of the student copy (folders end with '/').
 LEFT_OUT = {
     "solutions/": "reference solutions, notebook interview answers, question-bank answers",
+    "tests/exercises/mutants/": "the mutation check's wrong solutions, which quote lines of the references",
 }
 
 NOTE = """\
@@ -38,7 +41,8 @@ NOTE = """\
 This is a **student copy** of the moe-tf course, written by `tools/student_version.py`. It holds
 the notebooks, the exercises (stubs to fill in), their tests, the library and the tools: everything
 of the course except `solutions/` (the reference solutions, the answers to the notebooks'
-interview questions and to the question bank). Links to `solutions/` in the other pages do not
+interview questions and to the question bank) and the mutation check's wrong solutions
+(`tests/exercises/mutants/`, which quote the references). Links to `solutions/` in the other pages do not
 resolve here; that is expected.
 
 Set up once, then grade your exercises (see [`exercises/README.md`](exercises/README.md)):
