@@ -31,6 +31,7 @@ import json
 import os
 import signal
 import sys
+import types
 
 import pytest
 
@@ -72,7 +73,10 @@ STATE = _State()
 # ----------------------------------------------------------------------------- report
 
 _REPORT_FD = None
-if CFG.get("report"):
+if isinstance(CFG.get("report_fd"), int):
+    _REPORT_FD = CFG["report_fd"]  # opened by the grader (the report's path is not reachable from here)
+    os.set_inheritable(_REPORT_FD, False)
+elif CFG.get("report"):
     _REPORT_FD = os.open(CFG["report"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
 
@@ -94,6 +98,14 @@ _WRITE_EXTRA = {"/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty"}
 _WRITE_EXTRA_ROOTS = ["/dev/shm", "/dev/fd", "/proc/self"]
 _DENY_READ = [_real(p) for p in CFG.get("deny_read", [])]
 _DENY_READ_AFTER_COLLECT = [_real(p) for p in CFG.get("deny_read_after_collect", [])]
+# The grading folders of the other students graded at the same time (moe-grade --jobs N).
+_RUNS_PARENT, _OWN_RUN = (CFG.get("deny_read_other_runs") or [None, None])[:2]
+
+
+def _other_run(path: str) -> bool:
+    if not _RUNS_PARENT:
+        return False
+    return path.startswith(os.path.join(_RUNS_PARENT, "moe-grade-")) and not _under(path, [_OWN_RUN])
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 
 
@@ -160,11 +172,12 @@ def _on_open(args):
     if writing:
         _check_write("writing", path)
         return
-    if _DENY_READ or (STATE.collected and _DENY_READ_AFTER_COLLECT):
+    if _DENY_READ or _RUNS_PARENT or (STATE.collected and _DENY_READ_AFTER_COLLECT):
         real = _resolve(path)
         if real is None:
             return
-        if _under(real, _DENY_READ) or (STATE.collected and _under(real, _DENY_READ_AFTER_COLLECT)):
+        if _under(real, _DENY_READ) or _other_run(real) or (
+                STATE.collected and _under(real, _DENY_READ_AFTER_COLLECT)):
             _deny(f"reading {real}")
 
 
@@ -377,7 +390,56 @@ def pytest_runtest_protocol(item, nextitem):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item):
     _emit({"ev": "call", "id": item.nodeid})  # setup is over (the exercise module imported)
+    module = getattr(item, "funcargs", {}).get("ex")
+    if isinstance(module, types.ModuleType) and id(module) not in _SCANNED:
+        _SCANNED.add(id(module))
+        exercise = _exercise_for(item)
+        found = _copied(module, exercise)
+        if found:
+            _emit({"ev": "copied", "exercise": exercise, "what": found})
     yield
+
+
+_SCANNED: set = set()
+
+
+def _course_name(name) -> bool:
+    return isinstance(name, str) and name.split(".", 1)[0] in ("moe_tf", "solutions")
+
+
+def _copied(module, exercise: str) -> list:
+    """The objects of a graded module that come from the course's library or its reference solutions."""
+    roots = [_real(p) for p in CFG.get("copy_roots", [])]
+    allow = list(CFG.get("copy_allow", {}).get(exercise.split("_", 1)[0], [])) + list(
+        CFG.get("copy_allow", {}).get(exercise, []))
+    own = [_real(CFG["student_dir"])] if CFG.get("student_dir") else []
+    found = []
+    STATE.in_hook = True
+    try:
+        for name, value in list(vars(module).items()):
+            if name.startswith("__"):
+                continue
+            try:
+                if isinstance(value, types.ModuleType):
+                    source, origin = value.__name__, getattr(value, "__file__", None)
+                else:
+                    source = type.__getattribute__(value, "__module__") if isinstance(value, type) else \
+                        getattr(value, "__module__", None)
+                    code = getattr(value, "__code__", None) or getattr(getattr(value, "__func__", None), "__code__", None)
+                    origin = code.co_filename if isinstance(code, types.CodeType) else None
+                where = source if _course_name(source) else None
+                if isinstance(origin, str) and origin:
+                    real = _real(origin)
+                    if not _under(real, own) and (_under(real, roots) or "solutions" in real.split(os.sep)):
+                        where = where or real
+                dotted = f"{source}.{name}" if isinstance(source, str) else str(name)
+                if where and not any(dotted == a or dotted.startswith(a + ".") or source == a for a in allow):
+                    found.append(f"{name} from {where}")
+            except Exception:  # noqa: BLE001, S112 - an object that will not say where it comes from
+                continue
+    finally:
+        STATE.in_hook = False
+    return found[:10]
 
 
 def _message(report) -> str:

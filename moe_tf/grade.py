@@ -32,9 +32,13 @@ in a student copy, which has no ``solutions/``); 1 when no test could be collect
 from __future__ import annotations
 
 import argparse
+import ast
+import contextlib
 import csv
+import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -88,6 +92,7 @@ class StudentResult:
     results: dict[str, Outcome] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     log_tail: str = ""
+    copied: dict[str, list[str]] = field(default_factory=dict)  # exercise: why it is a copy
 
 
 class Catalogue:
@@ -96,8 +101,11 @@ class Catalogue:
     def __init__(self):
         self.tests: dict[str, TestInfo] = {}
         self.collect_errors: dict[str, str | None] = {}
+        self.frozen = False  # True once trusted_catalogue collected it: students' runs add nothing
 
     def add(self, records: list[dict]) -> None:
+        if self.frozen:
+            return
         for r in records:
             if r["id"] not in self.tests:
                 self.tests[r["id"]] = TestInfo(r["id"], r["exercise"], r["points"], r["timeout"], r["hidden"])
@@ -123,6 +131,99 @@ class Options:
     verbose: bool = False
 
 
+# ----------------------------------------------------------------------------- copied answers
+
+# Library parts an exercise module may import, per exercise prefix ("ex14": ("moe_tf.rng",)): the exercises
+# ask the learner to write what moe_tf already has, so by default an exercise imports nothing from moe_tf.
+COPY_ALLOW: dict[str, tuple[str, ...]] = {}
+_SOLUTIONS_PATH = re.compile(r"(?:^|[/\\])solutions(?:[/\\]|$)")
+_EXERCISE_FILE = re.compile(r"^ex\d\d_\w+\.py$")
+
+
+def _allowed(exercise: str, dotted: str) -> bool:
+    allow = COPY_ALLOW.get(exercise.split("_", 1)[0], ()) + COPY_ALLOW.get(exercise, ())
+    return any(dotted == a or dotted.startswith(a + ".") for a in allow)
+
+
+def _is_course(dotted: str) -> bool:
+    return dotted.split(".", 1)[0] in ("moe_tf", "solutions")
+
+
+def _scan_module(source: str) -> tuple[list[str], set[str]]:
+    """``(findings, imported names)`` of one module, from its syntax tree (nothing is run)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return [], set()
+    findings: list[tuple[str, str]] = []  # (dotted name, what)
+    imported: set[str] = set()
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docstrings.add(id(first.value))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                imported.add(alias.name.split(".")[0])
+                if _is_course(alias.name):
+                    findings.append((alias.name, f"imports {alias.name}"))
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            imported.add(node.module.split(".")[0])
+            if _is_course(node.module):
+                for alias in node.names:
+                    dotted = f"{node.module}.{alias.name}"
+                    findings.append((dotted, f"imports {dotted}"))
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+                and isinstance(node.args[0].value, str):
+            func = node.func
+            fname = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            if fname in ("__import__", "import_module") and _is_course(node.args[0].value):
+                findings.append((node.args[0].value, f"imports {node.args[0].value}"))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            if _SOLUTIONS_PATH.search(node.value):
+                findings.append(("solutions", f"refers to a solutions/ folder ({node.value[:80]!r})"))
+    return findings, imported
+
+
+def copy_findings(folder: Path) -> dict[str, list[str]]:
+    """``{exercise: [reason, ...]}`` for the exercise modules in ``folder`` that use the course's answers.
+
+    An exercise module (or a sibling module it imports) that imports ``moe_tf`` (the course's library:
+    it holds what the exercises ask the learner to write) beyond ``COPY_ALLOW``, imports ``solutions``
+    or names a ``solutions/`` folder in a string is a copy. The check reads the source only; the test
+    process checks the loaded module as well (``_grade_plugin``).
+    """
+    modules: dict[str, tuple[list, set]] = {}
+    for path in sorted(folder.glob("*.py")) if folder.is_dir() else []:
+        try:
+            modules[path.stem] = _scan_module(path.read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            continue
+    out: dict[str, list[str]] = {}
+    for stem in modules:
+        if not _EXERCISE_FILE.match(stem + ".py"):
+            continue
+        reasons, seen, todo = [], {stem}, [stem]
+        while todo:
+            name = todo.pop()
+            found, imported = modules[name]
+            where = f"{name}.py"
+            reasons += [f"{where} {what}" for dotted, what in found if not _allowed(stem, dotted)]
+            for dep in sorted(imported & set(modules) - seen):
+                seen.add(dep)
+                todo.append(dep)
+        if reasons:
+            out[stem] = list(dict.fromkeys(reasons))
+    return out
+
+
+def copy_message(reasons: list[str]) -> str:
+    return ("copied: " + "; ".join(reasons) + ". An exercise must be your own code: it may not use the course's "
+            "library (moe_tf) or the reference solutions, so this exercise scores 0.")
+
+
 # ----------------------------------------------------------------------------- sandbox
 
 
@@ -133,21 +234,25 @@ def _num(x: float):
 def student_exercises_dir(folder: Path) -> Path:
     """A student's folder holds the exercise modules directly or in an ``exercises/`` sub-folder."""
     inner = folder / "exercises"
-    return inner if inner.is_dir() else folder
+    return inner if inner.is_dir() and not inner.is_symlink() else folder
 
 
 def _copy_files(src: Path, dst: Path, limit: int) -> None:
     """Copy the regular top-level files of ``src`` (no links, no sub-folders, none over ``limit`` bytes)."""
     dst.mkdir(parents=True, exist_ok=True)
-    if not src.is_dir():
+    if not src.is_dir() or src.is_symlink():
         return
     for entry in sorted(src.iterdir()):
         try:
             if entry.is_symlink() or not entry.is_file() or entry.name.startswith("."):
                 continue
-            if entry.stat().st_size > limit:
+            st = entry.stat()
+            if st.st_size > limit:
                 continue
-            shutil.copyfile(entry, dst / entry.name)
+            # O_NOFOLLOW: a file swapped for a link after the check is not followed.
+            fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as fin, open(dst / entry.name, "wb") as fout:
+                fout.write(fin.read(limit + 1)[:limit])
         except OSError:
             continue
 
@@ -171,27 +276,43 @@ def _pytest_ini() -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_sandbox(run: Path, student_dir: Path | None, opts: Options) -> Path:
-    """Lay out ``run/box``: the student's modules, the tests, a home and a temp folder."""
+def build_sandbox(run: Path, student_dir: Path | None, opts: Options, part: str = "all") -> Path:
+    """Lay out ``run/box`` afresh: the student's modules, the tests, a working folder, a home, a temp folder.
+
+    ``student_dir`` is the run's private copy of the submission. ``part``: ``all`` (visible and hidden
+    tests), ``visible`` or ``hidden`` (only the hidden tests, with the harness). Rebuilt before every
+    attempt, so what a crashed attempt planted (an edited conftest.py, a pytest.py) is gone.
+    """
     box = run / "box"
+    if box.exists():
+        shutil.rmtree(box)
+    box.mkdir(parents=True)
     if student_dir is not None:
         _copy_files(student_dir, box / "exercises", MAX_STUDENT_FILE_BYTES)
     else:
         (box / "exercises").mkdir(parents=True)
     tests = box / "tests" / "exercises"
-    _copy_tree(opts.tests_dir, tests)
+    if part == "hidden":
+        tests.mkdir(parents=True)
+        shutil.copyfile(opts.tests_dir / "conftest.py", tests / "conftest.py")
+    else:
+        _copy_tree(opts.tests_dir, tests)
     # The course's tests/conftest.py (options, hypothesis profile) and helpers next to it.
     parent = opts.tests_dir.parent
     for entry in parent.glob("*.py"):
         if entry.name == "conftest.py" or entry.name.startswith("_"):
             shutil.copyfile(entry, box / "tests" / entry.name)
-    if opts.hidden_dir is not None:
+    if opts.hidden_dir is not None and part != "visible":
         hidden = tests / "_hidden"
         _copy_tree(opts.hidden_dir, hidden)
         (hidden / "__init__.py").touch()
-    for sub in ("home", "tmp"):
+    for sub in ("home", "tmp", "work"):
         (box / sub).mkdir(parents=True, exist_ok=True)
     (box / "pytest.ini").write_text(_pytest_ini(), encoding="utf-8")
+    if JAIL.uid is not None:  # the student runs as nobody: only work/, home/ and tmp/ are theirs
+        for sub in ("home", "tmp", "work"):
+            os.chown(box / sub, JAIL.uid, JAIL.uid)
+            os.chmod(box / sub, 0o700)
     return box
 
 
@@ -222,6 +343,137 @@ def _env(run: Path, box: Path) -> dict[str, str]:
     return env
 
 
+# ----------------------------------------------------------------------------- the OS sandbox
+
+JAIL_SCRIPT = Path(__file__).with_name("_grade_jail.py")
+MEMORY_LIMIT_MB = 6144  # address space of a student's test process (TensorFlow reserves about 1 GB)
+MAX_PROCESSES = 1024  # processes and threads of the unprivileged user (TensorFlow starts many threads)
+NOBODY = 65534
+
+
+def _probe(cmd: list[str]) -> bool:
+    try:
+        return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              timeout=20, check=False).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+class Jail:
+    """How a student's test process is contained: ``bwrap``, ``unshare`` (as root) or ``none`` (audit hook only)."""
+
+    def __init__(self):
+        self.kind: str | None = None
+        self.uid: int | None = None
+        self.why = ""
+
+    def detect(self) -> str:
+        if self.kind is not None:
+            return self.kind
+        forced = os.environ.get("MOE_GRADE_SANDBOX", "")
+        bwrap, unshare = shutil.which("bwrap"), shutil.which("unshare")
+        if forced in ("", "bwrap") and bwrap and _probe([bwrap, "--unshare-all", "--ro-bind", "/", "/", "--dev", "/dev",
+                                                          "--proc", "/proc", "true"]):
+            self.kind, self.why = "bwrap", f"bubblewrap ({bwrap})"
+        elif forced in ("", "unshare") and unshare and hasattr(os, "geteuid") and os.geteuid() == 0 and _probe(
+                [unshare, "--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--mount-proc",
+                 "true"]):
+            self.kind, self.uid = "unshare", NOBODY
+            self.why = (f"unshare namespaces ({unshare}): user nobody, no network, private /tmp and /dev/shm, "
+                        "its own pid namespace")
+        else:
+            self.kind = "none"
+            self.why = ("NO OS SANDBOX: neither bubblewrap (bwrap) nor unshare as root is usable here, so students "
+                        "are contained only by an audit hook in their own process (no network, filesystem or "
+                        "memory isolation beyond it); grade untrusted code in a container or a throw-away VM")
+        return self.kind
+
+    def rlimits(self) -> dict[str, int]:
+        return {"RLIMIT_AS": MEMORY_LIMIT_MB * 1024 * 1024, "RLIMIT_CORE": 0, "RLIMIT_NOFILE": 4096,
+                "RLIMIT_FSIZE": MAX_FILE_BYTES, **({"RLIMIT_NPROC": MAX_PROCESSES} if self.uid is not None else {})}
+
+    def preexec(self):
+        limits = self.rlimits()
+
+        def apply():
+            import resource
+
+            for name, value in limits.items():
+                try:
+                    resource.setrlimit(getattr(resource, name), (value, value))
+                except (ValueError, OSError):
+                    pass
+
+        return apply
+
+    def wrap(self, cmd: list[str], run: Path, box: Path, hide: list[Path]) -> list[str]:
+        kind = self.detect()
+        cwd = str(box / "work")
+        if kind == "unshare":
+            plan = {"argv": cmd, "cwd": cwd, "rlimits": self.rlimits(), "uid": self.uid,
+                    "overlays": _overlays(run, hide)}
+            path = run / "jail.json"
+            path.write_text(json.dumps(plan), encoding="utf-8")
+            os.chmod(path, 0o600)
+            return [shutil.which("unshare"), "--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child",
+                    "--mount-proc", sys.executable, "-I", "-S", str(JAIL_SCRIPT), str(path)]
+        if kind == "bwrap":
+            args = [shutil.which("bwrap"), "--die-with-parent", "--unshare-all", "--ro-bind", "/", "/", "--dev", "/dev",
+                    "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--tmpfs", "/dev/shm"]
+            for p in hide:
+                if p.is_dir():
+                    args += ["--tmpfs", str(p)]
+            args += ["--ro-bind", str(run), str(run)]
+            for sub in ("work", "home", "tmp"):
+                args += ["--bind", str(box / sub), str(box / sub)]
+            return [*args, "--chdir", cwd, *cmd]
+        return cmd
+
+
+JAIL = Jail()
+
+
+def _needed_paths() -> list[str]:
+    """What the test process must read: Python, the virtual environment, the course, the datasets."""
+    paths = {sys.base_prefix, sys.prefix, str(REPO), os.path.dirname(os.path.realpath(sys.executable))}
+    paths.update(p for p in sys.path if p and os.path.isdir(p))
+    for var in ("MOE_TF_DATA_DIR", "MOE_TF_CACHE_DIR"):
+        if os.environ.get(var):
+            paths.add(os.environ[var])
+    keras_cache = Path.home() / ".keras" / "datasets" / "moe_tf"
+    if keras_cache.is_dir():
+        paths.add(str(keras_cache))
+    return sorted({os.path.realpath(p) for p in paths})
+
+
+def _overlays(run: Path, hide: list[Path]) -> list:
+    """``[target, keep, writable]`` mounts of the unshare plan (see ``_grade_jail``)."""
+    run = os.path.realpath(run)
+    out: dict[str, list] = {}
+    for t in ("/tmp", "/var/tmp", "/dev/shm"):
+        out[t] = [t, [], True]
+    # A folder others may not enter (/root holding pyenv's Python): an empty tmpfs over it, the paths needed bound back.
+    for p in [*_needed_paths(), run]:
+        parts = p.split("/")
+        for i in range(2, len(parts)):
+            anc = "/".join(parts[:i])
+            try:
+                if not os.stat(anc).st_mode & 0o001:
+                    out.setdefault(anc, [anc, [], False])
+                    break
+            except OSError:
+                break
+    for p in hide:
+        real = os.path.realpath(p)
+        if os.path.isdir(real):
+            out.setdefault(real, [real, [], False])
+    for target, keep, _ in out.values():
+        for p in [*_needed_paths(), run]:
+            if p.startswith(target + "/") and not any(p.startswith(k + "/") for k in keep):
+                keep.append(p)
+    return list(out.values())
+
+
 # ----------------------------------------------------------------------------- one student
 
 
@@ -235,7 +487,7 @@ class _Report:
         try:
             with open(self.path, "rb") as fh:
                 fh.seek(self.offset)
-                data = fh.read()
+                data = fh.read(64 * 1024 * 1024)
         except FileNotFoundError:
             return []
         self.offset += len(data)
@@ -244,9 +496,11 @@ class _Report:
         records = []
         for line in lines:
             try:
-                records.append(json.loads(line))
+                rec = json.loads(line)
             except ValueError:
                 continue
+            if isinstance(rec, dict):
+                records.append(rec)
         return records
 
 
@@ -287,10 +541,17 @@ def _tail(path: Path, size: int = 4000) -> str:
 
 def grade_student(name: str, student_dir: Path | None, opts: Options, catalogue: Catalogue,
                   collect_only: bool = False) -> StudentResult:
-    """Run one student's tests in a sandboxed subprocess (restarted after crashes); never raises."""
+    """Run one student's tests in a sandboxed subprocess (restarted after crashes); never raises.
+
+    With a frozen ``catalogue`` (``trusted_catalogue``) the student's run can only report verdicts of the
+    catalogue's tests, with the catalogue's points and time limits; otherwise (a learner grading their
+    own work, the mutation check) the catalogue learns the tests from this run.
+    """
     result = StudentResult(name)
     run = Path(tempfile.mkdtemp(prefix="moe-grade-"))
     try:
+        if opts.hidden_dir is not None and not collect_only and not catalogue.frozen:
+            trusted_catalogue(opts, catalogue)
         _grade_in(run, result, student_dir, opts, catalogue, collect_only)
     except Exception as err:  # noqa: BLE001 - the grader goes on with the other students
         result.notes.append(f"grading failed: {type(err).__name__}: {err}")
@@ -302,28 +563,96 @@ def grade_student(name: str, student_dir: Path | None, opts: Options, catalogue:
     return result
 
 
+def trusted_catalogue(opts: Options, catalogue: Catalogue) -> StudentResult:
+    """Collect the tests once, with no student code in the box, and freeze the catalogue."""
+    result = grade_student("(collect)", None, opts, catalogue, collect_only=True)
+    catalogue.frozen = True
+    return result
+
+
+_OUTCOMES = ("passed", "failed", "skipped")
+
+
 def _grade_in(run: Path, result: StudentResult, student_dir: Path | None, opts: Options,
               catalogue: Catalogue, collect_only: bool) -> None:
-    box = build_sandbox(run, student_dir, opts)
+    JAIL.detect()
+    os.chmod(run, 0o711)
     (run / "plugin").mkdir()
     shutil.copyfile(PLUGIN_SOURCE, run / "plugin" / f"{PLUGIN_MODULE}.py")
-    env = _env(run, box)
+    private = None
+    if student_dir is not None:  # the run's private copy: what the student's folder holds now
+        private = run / "submission"
+        _copy_files(student_dir, private, MAX_STUDENT_FILE_BYTES)
+        os.chmod(private, 0o700)
     deadline = time.monotonic() + opts.student_timeout
     collected: dict[str, dict] = {}
+    if collect_only or not opts.hidden_dir:
+        parts = ["all"]
+    else:
+        parts = ["visible", "hidden"]
+    for part in parts:
+        _grade_part(run, result, private, opts, catalogue, collect_only, part, collected, deadline)
+        if any("could not be collected" in n for n in result.notes):
+            break
+    copied = copy_findings(private) if private is not None else {}
+    for ex, reasons in result.copied.items():  # what the test process saw in the loaded module
+        if private is not None and (private / f"{ex}.py").is_file():
+            copied.setdefault(ex, []).extend(r for r in reasons if r not in copied.get(ex, []))
+    result.copied = copied
+    for ex, reasons in sorted(copied.items()):
+        msg = copy_message(reasons)
+        hit = False
+        for tid, t in collected.items():
+            if t["exercise"] == ex and result.results.get(tid, Outcome("not run")).outcome != "skipped":
+                result.results[tid] = Outcome("failed", msg)
+                hit = True
+        if hit:
+            result.notes.append(f"{ex}: {msg}")
+    if not catalogue.frozen:
+        catalogue.add(list(collected.values()))
+    if opts.verbose and result.log_tail:
+        print(f"--- {result.name}: end of the test process output ---\n{result.log_tail}", file=sys.stderr)
+
+
+def _valid_test(t) -> bool:
+    return (isinstance(t, dict) and isinstance(t.get("id"), str) and isinstance(t.get("exercise"), str)
+            and isinstance(t.get("points"), (int, float)) and not isinstance(t.get("points"), bool)
+            and isinstance(t.get("timeout"), (int, float)) and isinstance(t.get("hidden"), bool)
+            and 0 <= t["points"] < 1e6 and 0 < t["timeout"] < 1e6)
+
+
+def _grade_part(run: Path, result: StudentResult, private: Path | None, opts: Options, catalogue: Catalogue,
+                collect_only: bool, part: str, collected: dict[str, dict], deadline: float) -> None:
+    frozen = catalogue.frozen
+    hidden_part = part == "hidden"
+    known: dict[str, dict] = {}
+    if frozen:
+        known = {t.id: {"id": t.id, "exercise": t.exercise, "points": t.points, "timeout": t.timeout,
+                        "hidden": t.hidden}
+                 for t in catalogue.tests.values() if part == "all" or t.hidden == hidden_part}
+        collected.update(known)
     crashes: dict[str, int] = {}
-    cmd = [sys.executable, "-B", "-m", "pytest", str(box / "tests" / "exercises"),
+    part_ids = set(known)
+    box = run / "box"
+    target = box / "tests" / "exercises" / ("_hidden" if hidden_part else "")
+    hide = [p for p in [*opts.deny_read, REPO / "solutions", Path(tempfile.gettempdir())] if p is not None]
+    cmd = [sys.executable, "-P", "-B", "-m", "pytest", str(target).rstrip("/"),
            "-p", PLUGIN_MODULE, "-p", "no:cacheprovider", "-c", str(box / "pytest.ini"), "--rootdir", str(box),
            "-q", "--tb=short", "--show-capture=no", "--continue-on-collection-errors", "--color=no"]
     if collect_only:
         cmd.append("--collect-only")
-
     for attempt in range(opts.max_restarts + 1):
-        report_path = run / f"report{attempt}.jsonl"
-        log_path = run / f"output{attempt}.log"
+        box = build_sandbox(run, private, opts, part)
+        env = _env(run, box)
+        report_path = run / f"report-{part}{attempt}.jsonl"
+        log_path = run / f"output-{part}{attempt}.log"
+        report_fd = os.open(report_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o600)
+        os.set_inheritable(report_fd, True)
         config = {
-            "report": str(report_path),
+            "report_fd": report_fd,
             "allow_write": [str(box)],
-            "deny_read": [str(p) for p in opts.deny_read],
+            "deny_read": [str(p) for p in opts.deny_read] + [str(REPO / "solutions")],
+            "deny_read_other_runs": [os.path.dirname(os.path.realpath(run)), os.path.realpath(run)],
             "deny_read_after_collect": [str(box / "tests" / "exercises" / "_hidden")] if opts.hidden_dir else [],
             "hidden_nodeid_prefix": "tests/exercises/_hidden/" if opts.hidden_dir else None,
             "exercises": opts.exercises,
@@ -333,74 +662,101 @@ def _grade_in(run: Path, result: StudentResult, student_dir: Path | None, opts: 
             "max_file_size": MAX_FILE_BYTES,
             "student_dir": str(box / "exercises"),
             "msg_limit": MSG_LIMIT,
+            "copy_roots": [str(REPO / "moe_tf"), str(REPO / "solutions")],
+            "copy_allow": {k: list(v) for k, v in COPY_ALLOW.items()},
         }
         (run / "config.json").write_text(json.dumps(config), encoding="utf-8")
+        os.chmod(run / "config.json", 0o644)
         report = _Report(report_path)
-        current: str | None = None
-        current_since = 0.0
-        in_call = False
-        done_at: float | None = None
+        state = {"current": None, "since": 0.0, "in_call": False, "done_at": None, "seen": False, "progress": 0}
         killed: str | None = None
         started = time.monotonic()
-        seen_collection = False
-        progress = 0
 
         def consume(records):
-            nonlocal current, current_since, done_at, seen_collection, progress, in_call
             for rec in records:
-                ev = rec.get("ev")
-                if ev == "collected":
-                    seen_collection = True
-                    for t in rec["tests"]:
-                        collected.setdefault(t["id"], t)
-                elif ev == "collect_error":
-                    catalogue.collect_errors.setdefault(rec.get("path", "?"), rec.get("msg"))
-                elif ev == "start":
-                    current, current_since, in_call = rec["id"], time.monotonic(), False
-                elif ev == "call" and rec.get("id") == current:
-                    in_call = True
-                elif ev == "result":
-                    if rec.get("id") is not None:
-                        result.results[rec["id"]] = Outcome(rec.get("outcome", "failed"), rec.get("msg"))
-                        progress += 1
-                    if rec.get("id") == current:
-                        current = None
-                elif ev == "done":
-                    done_at = time.monotonic()
+                try:
+                    _consume_one(rec)
+                except (KeyError, TypeError, ValueError, AttributeError):
+                    continue  # a malformed record: ignored
 
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(cmd, cwd=box, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-            try:
-                while True:
-                    try:
-                        proc.wait(timeout=0.1)
-                        break
-                    except subprocess.TimeoutExpired:
-                        pass
-                    consume(report.read())
-                    now = time.monotonic()
-                    limit = collected.get(current, {}).get("timeout", opts.timeout) if current else None
-                    if current and now - current_since > limit + HARD_GRACE_S:
-                        killed = f"timed out: the test took longer than its {limit:g} s time limit (process killed)"
-                    elif now > deadline:
-                        killed = f"not run: the student's {opts.student_timeout:g} s time limit was reached"
-                    elif done_at is not None and now - done_at > EXIT_GRACE_S:
-                        killed = "exit"
-                    elif not seen_collection and now - started > STARTUP_LIMIT_S:
-                        killed = "startup"
-                    if killed:
-                        _kill(proc)
-                        break
-            finally:
-                if proc.poll() is None:
-                    _kill(proc)
+        def _consume_one(rec):
+            ev = rec.get("ev")
+            if ev == "collected":
+                state["seen"] = True
+                if not frozen:
+                    for t in rec["tests"]:
+                        if _valid_test(t):
+                            collected.setdefault(t["id"], t)
+                            part_ids.add(t["id"])
+            elif ev == "collect_error":
+                path = rec.get("path")
+                if isinstance(path, str) and not hidden_part and not frozen:
+                    msg = rec.get("msg")
+                    catalogue.collect_errors.setdefault(path, msg if isinstance(msg, str) else None)
+            elif ev == "start":
+                if rec["id"] in part_ids:
+                    state.update(current=rec["id"], since=time.monotonic(), in_call=False)
+            elif ev == "call" and rec.get("id") == state["current"]:
+                state["in_call"] = True
+            elif ev == "result":
+                tid = rec.get("id")
+                if tid in part_ids and rec.get("outcome") in _OUTCOMES:
+                    msg = rec.get("msg")
+                    msg = msg[:MSG_LIMIT * 2] if isinstance(msg, str) and not hidden_part else None
+                    if tid not in result.results:
+                        state["progress"] += 1
+                    result.results[tid] = Outcome(rec["outcome"], msg)
+                if tid is not None and tid == state["current"]:
+                    state["current"] = None
+            elif ev == "copied" and not hidden_part:
+                ex, what = rec.get("exercise"), rec.get("what")
+                if isinstance(ex, str) and isinstance(what, list) and ex in {t["exercise"] for t in collected.values()}:
+                    reasons = result.copied.setdefault(ex, [])
+                    reasons += [f"the loaded module holds {w[:200]}" for w in what[:10] if isinstance(w, str)]
+            elif ev == "done":
+                state["done_at"] = time.monotonic()
+
+        jail_cmd = JAIL.wrap(cmd, run, box, hide)
+        try:
+            with open(log_path, "wb") as log:
+                proc = subprocess.Popen(jail_cmd, cwd=box / "work", env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(report_fd,),
+                                        preexec_fn=JAIL.preexec() if JAIL.kind != "unshare" else None)
+        finally:
+            os.close(report_fd)
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=0.1)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                consume(report.read())
+                now = time.monotonic()
+                current = state["current"]
+                limit = collected.get(current, {}).get("timeout", opts.timeout) if current else None
+                if current and now - state["since"] > limit + HARD_GRACE_S:
+                    killed = f"timed out: the test took longer than its {limit:g} s time limit (process killed)"
+                elif now > deadline:
+                    killed = f"not run: the student's {opts.student_timeout:g} s time limit was reached"
+                elif state["done_at"] is not None and now - state["done_at"] > EXIT_GRACE_S:
+                    killed = "exit"
+                elif not state["seen"] and now - started > STARTUP_LIMIT_S:
+                    killed = "startup"
+                if killed:
+                    break
+        finally:
+            _kill(proc)  # every attempt: the whole process group, whatever the student started
         consume(report.read())
         rc = proc.returncode
-        if not seen_collection:
-            result.log_tail = _tail(log_path)
+        current, in_call = state["current"], state["in_call"]
+        if not state["seen"]:
+            if not hidden_part:
+                result.log_tail = _tail(log_path)
             why = "it took too long" if killed == "startup" else _describe_exit(rc)
-            result.notes.append(f"the tests could not be collected ({why})")
+            result.notes.append(f"the {'hidden ' if hidden_part else ''}tests could not be collected ({why})")
+            for tid in part_ids:
+                result.results.setdefault(tid, Outcome("not run", "not run: the tests could not be collected"))
             break
         if current is not None:  # the process ended in the middle of a test
             if killed and killed != "exit":
@@ -408,18 +764,18 @@ def _grade_in(run: Path, result: StudentResult, student_dir: Path | None, opts: 
             else:
                 msg = f"the test process ended during this test ({_describe_exit(rc)})"
             result.results[current] = Outcome("failed", msg)
-            progress += 1
+            state["progress"] += 1
             ex = collected.get(current, {}).get("exercise", "?")
             crashes[ex] = crashes.get(ex, 0) + 1
             # Dying in a test's setup is dying while importing the exercise: its other tests would too.
             if crashes[ex] >= 2 or not in_call:
                 why = "this exercise stopped the test process twice" if in_call else \
                     "importing this exercise stopped the test process"
-                for tid, t in collected.items():
-                    if t["exercise"] == ex and tid not in result.results:
+                for tid in part_ids:
+                    if collected[tid]["exercise"] == ex and tid not in result.results:
                         result.results[tid] = Outcome("not run", f"not run: {why}")
-        remaining = [tid for tid in collected if tid not in result.results]
-        if collect_only or not remaining or progress == 0 or time.monotonic() > deadline:
+        remaining = [tid for tid in collected if tid in part_ids and tid not in result.results]
+        if collect_only or not remaining or state["progress"] == 0 or time.monotonic() > deadline:
             if remaining and killed and killed.startswith("not run"):
                 for tid in remaining:
                     result.results[tid] = Outcome("not run", killed)
@@ -427,9 +783,6 @@ def _grade_in(run: Path, result: StudentResult, student_dir: Path | None, opts: 
         if attempt == opts.max_restarts:
             for tid in remaining:
                 result.results[tid] = Outcome("not run", "not run: the test process stopped too many times")
-    catalogue.add(list(collected.values()))
-    if opts.verbose and result.log_tail:
-        print(f"--- {result.name}: end of the test process output ---\n{result.log_tail}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -511,16 +864,19 @@ def feedback_text(result: StudentResult, catalogue: Catalogue) -> str:
 
 def write_csv(path: Path, results: list[StudentResult], catalogue: Catalogue) -> None:
     exercises = catalogue.exercises()
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["student", *exercises, "total"])
-        # A test the tests skipped for every student (missing data on this machine) is not counted.
-        counted = [t for t in catalogue.tests.values()
-                   if not results or any(_outcome(r, t).outcome != "skipped" for r in results)]
-        maxima = {e: sum(t.points for t in counted if t.exercise == e) for e in exercises}
-        writer.writerow(["max", *(_num(maxima[e]) for e in exercises), _num(sum(maxima.values()))])
-        for r in results:
-            writer.writerow([r.name, *(_num(score(r, catalogue, e)) for e in exercises), _num(score(r, catalogue))])
+    fh = io.StringIO()
+    writer = csv.writer(fh)
+    writer.writerow(["student", *(csv_cell(e) for e in exercises), "total"])
+    # A test the tests skipped for every student (missing data on this machine) is not counted.
+    graded = [r for r in results if r.results] or results  # a refused submission ran no test
+    counted = [t for t in catalogue.tests.values()
+               if not graded or any(_outcome(r, t).outcome != "skipped" for r in graded)]
+    maxima = {e: sum(t.points for t in counted if t.exercise == e) for e in exercises}
+    writer.writerow(["max", *(_num(maxima[e]) for e in exercises), _num(sum(maxima.values()))])
+    for r in results:
+        writer.writerow([csv_cell(r.name), *(_num(score(r, catalogue, e)) for e in exercises),
+                         _num(score(r, catalogue))])
+    write_atomic(path, fh.getvalue())
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -629,38 +985,122 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     out = (args.out or submissions).resolve()
-    students = sorted(d for d in submissions.iterdir()
-                      if d.is_dir() and not d.name.startswith((".", "_")) and d.resolve() != out / "feedback"
-                      and d.resolve() != out)
-    if not students:
+    for folder in (out, out / "feedback"):
+        if folder.is_symlink():
+            parser.error(f"--out: {folder} is a symbolic link: refused (the grader writes only into real folders)")
+    entries = sorted(d for d in submissions.iterdir()
+                     if (d.is_dir() or d.is_symlink()) and not d.name.startswith((".", "_"))
+                     and d.resolve() != out / "feedback" and d.resolve() != out)
+    if not entries:
         parser.error(f"--submissions {submissions}: no student sub-folders")
-    print(f"Grading {len(students)} students in {submissions}", flush=True)
+    print(f"Grading {len(entries)} students in {submissions}", flush=True)
+    JAIL.detect()
+    print(f"sandbox: {JAIL.why}", flush=True)
+    if JAIL.kind == "none":
+        print(f"warning: {JAIL.why}", file=sys.stderr, flush=True)
 
-    def one(d: Path) -> StudentResult:
-        t = time.monotonic()
-        r = grade_student(d.name, student_exercises_dir(d), opts, catalogue)
-        print(f"  graded {d.name} ({time.monotonic() - t:.1f} s)", flush=True)
-        return r
+    # Private copies of every submission, made before any student's code runs.
+    class_dir = Path(tempfile.mkdtemp(prefix="moe-grade-class-"))
+    students: list[tuple[str, Path | None, str | None]] = []  # (name, private copy, why refused)
+    taken: set[str] = set()
+    for d in entries:
+        name, why = student_name(d.name, taken)
+        if name is None:
+            print(f"warning: refused student folder {d.name[:80]!r}: {why}; rename it", file=sys.stderr)
+            continue
+        taken.add(name.lower())
+        if d.is_symlink() or (d / "exercises").is_symlink():
+            students.append((name, None, "refused: the submission is a symbolic link, not a folder of files "
+                                         "(hand in copies of your modules)"))
+            continue
+        private = class_dir / "subs" / name
+        _copy_files(student_exercises_dir(d), private, MAX_STUDENT_FILE_BYTES)
+        students.append((name, private, None))
+    os.chmod(class_dir, 0o700)
+    opts.deny_read = [*opts.deny_read, class_dir / "subs"]
+    try:
+        collect = trusted_catalogue(opts, catalogue)
+        if not catalogue.tests:
+            return _nothing_collected(opts, collect)
 
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        results = list(pool.map(one, students))
-    if not catalogue.tests:
-        grade_student("(collect)", None, opts, catalogue, collect_only=True)
-    if not catalogue.tests:
-        return _nothing_collected(opts, results[0])
+        def one(student) -> StudentResult:
+            name, private, refused = student
+            t = time.monotonic()
+            if refused:
+                r = StudentResult(name, notes=[refused])
+            else:
+                r = grade_student(name, private, opts, catalogue)
+            print(f"  graded {name} ({time.monotonic() - t:.1f} s)", flush=True)
+            return r
+
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            results = list(pool.map(one, students))
+    finally:
+        shutil.rmtree(class_dir, ignore_errors=True)
+    if not results:
+        parser.error(f"--submissions {submissions}: no student folder could be graded")
     out.mkdir(parents=True, exist_ok=True)
     (out / "feedback").mkdir(exist_ok=True)
     write_csv(out / "grades.csv", results, catalogue)
     for r in results:
-        (out / "feedback" / f"{r.name}.md").write_text(feedback_text(r, catalogue), encoding="utf-8")
+        write_atomic(out / "feedback" / f"{r.name}.md", feedback_text(r, catalogue))
     width = max(len(r.name) for r in results)
     print(f"\n{'student':<{width}}  points")
     for r in results:
         extra = f"  ({'; '.join(n for n in r.notes if not n.startswith('sandbox kept'))})" if r.notes else ""
-        print(f"{r.name:<{width}}  {_num(score(r, catalogue))} / {_num(possible(r, catalogue))}{extra}")
+        print(f"{r.name:<{width}}  {_num(score(r, catalogue))} / {_num(possible(r, catalogue))}{extra[:2000]}")
     _warn_collect_errors(catalogue)
     print(f"\nwrote {out / 'grades.csv'} and {len(results)} feedback files in {out / 'feedback'}")
     return 0
+
+
+RESERVED_NAMES = {"max", "student", "total", "feedback", "grades", "con", "prn", "aux", "nul"}
+NAME_LIMIT = 64
+
+
+def student_name(folder: str, taken: set[str]) -> tuple[str | None, str]:
+    """``(name, "")``: a safe name for the student's row and feedback file, or ``(None, why)``.
+
+    Characters other than letters, digits, ``.``, ``-`` and ``_`` become ``_``; a name longer than
+    64 characters is cut and given a short hash; reserved names (``max``, the CSV's header words) and
+    names already taken (case-insensitively) are refused.
+    """
+    name = re.sub(r"[^\w.-]", "_", folder, flags=re.UNICODE).strip(".") or "_"
+    if len(name) > NAME_LIMIT:
+        import hashlib
+
+        name = name[:NAME_LIMIT - 9] + "-" + hashlib.sha1(folder.encode("utf-8", "replace")).hexdigest()[:8]
+    if name.lower() in RESERVED_NAMES:
+        return None, f"{name!r} is a reserved name (a row or column of grades.csv)"
+    if name.lower() in taken:
+        return None, f"its safe name {name!r} is already another student's"
+    return name, ""
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``path`` through a temporary file and a rename: a symbolic link there is replaced, never followed."""
+    parent = path.parent
+    if parent.is_symlink():
+        raise OSError(f"{parent} is a symbolic link: refused")
+    if path.is_symlink():
+        print(f"warning: {path} was a symbolic link: replaced by the file (its target is untouched)", file=sys.stderr)
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name[:40]}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def csv_cell(value) -> str:
+    """A cell a spreadsheet shows as text: one starting with = + - @ (a formula) gets a leading apostrophe."""
+    text = str(value)
+    if text and text[0] in "=+-@\t\r":
+        return "'" + text
+    return text
 
 
 def _warn_collect_errors(catalogue: Catalogue) -> None:

@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
+import os
 import re
+import signal
+import socket
 import shutil
 import subprocess
 import sys
@@ -213,6 +217,10 @@ def graded_class(course, tmp_path_factory):
     canary.write_text("keep me", encoding="utf-8")
     canary_dir = root / "canary_dir"
     canary_dir.mkdir()
+    listener = socket.socket()  # what the "network" student tries to reach
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    PORT = listener.getsockname()[1]  # noqa: N806
     (canary_dir / "file.txt").write_text("keep me too", encoding="utf-8")
     students = {
         "good": {},
@@ -256,10 +264,133 @@ def graded_class(course, tmp_path_factory):
         ''')},
         "syntax": {"ex02_mul": "def mul(a, b)\n    return a * b\n"},
         "skips": {"ex02_mul": "import pytest\n\ndef mul(a, b):\n    pytest.skip('not today')\n"},
+        # --- issue 16: a hostile class (one attack per student; see HOSTILE below for what each proves)
+        # Copies: the library's object, found through an import the source does not spell out.
+        "copy_lib": {"ex01_add": textwrap.dedent('''
+            import importlib.util, os
+
+            _path = os.path.join(os.path.dirname(importlib.util.find_spec("moe" + "_tf").origin), "_grade_jail.py")
+            _spec = importlib.util.spec_from_file_location("library", _path)
+            _lib = importlib.util.module_from_spec(_spec)
+            _spec.loader.exec_module(_lib)
+            overlay = _lib.overlay  # (a library function that imports no TensorFlow: this test runs with 1 s limits)
+
+            def add(a, b):
+                return a + b
+        ''')},
+        # Copies: loads a reference from a solutions/ folder.
+        "copy_solutions": {"ex02_mul": textwrap.dedent(f'''
+            import importlib.util
+
+            try:
+                _spec = importlib.util.spec_from_file_location("ref", {str(root.parent / "solutions" / "ex02_mul.py")!r})
+                _ref = importlib.util.module_from_spec(_spec)
+                _spec.loader.exec_module(_ref)
+                mul = _ref.mul
+            except Exception:
+                def mul(a, b):
+                    return a * b
+        ''')},
+        # Forged catalogue: a 1000-point fake test, malformed records, through the report's open descriptor.
+        "forger": {"ex01_add": textwrap.dedent('''
+            import json, os, sys
+
+            def add(a, b):
+                fd = getattr(sys.modules.get("moe_grade_plugin"), "_REPORT_FD", None)
+                if fd is not None:
+                    fake = {"id": "tests/exercises/test_fake.py::test_fake", "exercise": "ex01_add", "points": 1000,
+                            "timeout": 1, "hidden": False}
+                    for rec in ({"ev": "collected", "tests": [fake]}, {"ev": "start", "id": fake["id"]},
+                                {"ev": "result", "id": fake["id"], "outcome": "passed"}, {"ev": "collected", "tests": 5},
+                                {"ev": "result", "id": ["x"], "outcome": "passed"}, [1, 2], {"ev": "copied"}):
+                        os.write(fd, (json.dumps(rec) + "\\n").encode())
+                    os.write(fd, b"{not json\\n")
+                return a + b
+        ''')},
+        # Plants a conftest.py that passes every test, and a pytest.py in its working folder, then crashes:
+        # the restart must run the instructor's tests, not these.
+        "planter": {"ex01_add": textwrap.dedent('''
+            import os
+
+            CONFTEST = """
+            import pytest
+            @pytest.hookimpl(hookwrapper=True)
+            def pytest_runtest_makereport(item, call):
+                outcome = yield
+                outcome.get_result().outcome = "passed"
+            """
+
+            def add(a, b):
+                box = os.path.dirname(os.environ["MOE_TF_EXERCISES_DIR"])
+                for path, text in ((os.path.join(box, "tests", "exercises", "conftest.py"), CONFTEST),
+                                   (os.path.join(box, "tests", "exercises", "zz_conftest.py"), CONFTEST),
+                                   (os.path.join(os.getcwd(), "pytest.py"), "raise SystemExit(0)\\n")):
+                    try:
+                        with open(path, "a") as fh:
+                            fh.write(text)
+                    except OSError:
+                        pass
+                os._exit(1)
+        ''')},
+        # Outside the box without audit events: dir_fd, a hard link, _posixsubprocess.fork_exec; /dev/shm;
+        # a process meant to outlive grading. None of it may reach the machine.
+        "escaper": {"ex03_greet": textwrap.dedent(f'''
+            import os
+
+            def greet(name):
+                try:
+                    d = os.open({str(root)!r}, os.O_RDONLY)
+                    fd = os.open("escaped.txt", os.O_WRONLY | os.O_CREAT, dir_fd=d)
+                    os.write(fd, b"out")
+                except OSError:
+                    pass
+                try:
+                    os.link({str(canary)!r}, "hardlink.txt")
+                    with open("hardlink.txt", "w") as fh:
+                        fh.write("gone")
+                except OSError:
+                    pass
+                try:
+                    with open("/dev/shm/moe-grade-leak-{MARKER}", "w") as fh:
+                        fh.write("left behind")
+                except OSError:
+                    pass
+                try:
+                    import _posixsubprocess
+                    cmd = "echo out > {root}/forked.txt; exec sleep {MARKER}".encode()
+                    r, w = os.pipe()
+                    _posixsubprocess.fork_exec([b"/bin/sh", b"-c", cmd], [b"/bin/sh"], True, (w,), None, None, -1, -1,
+                                               -1, -1, -1, -1, r, w, False, True, -1, None, None, None, -1, None,
+                                               False)
+                except Exception:
+                    pass
+                return "hello, " + name
+        ''')},
+        # No limits: the network, and 7 GB of address space.
+        "network": {"ex01_add": textwrap.dedent(f'''
+            import socket
+
+            def add(a, b):
+                try:
+                    socket.create_connection(("127.0.0.1", {PORT}), timeout=0.5).close()
+                    return "the network was reachable"
+                except OSError:
+                    return a + b
+        ''')},
+        "hog": {"ex02_mul": "def mul(a, b):\n    block = bytearray(7 * 2 ** 30)\n    return a * b\n"},
     }
     for name, broken in students.items():
         _student(subs, name, broken, nested=name.startswith("nested"))
+    # Names: a CSV formula, a reserved name, a 200-character name; a submission that is a symbolic link.
+    for name in ("-2+3", "max", "a" * 200):
+        _student(subs, name, {})
+    (subs / "linked").symlink_to(subs / "good", target_is_directory=True)
     out = root / "out"
+    # Symbolic links planted where the grader writes: replaced, never written through.
+    (out / "feedback").mkdir(parents=True)
+    for victim, link in (("victim.md", out / "feedback" / "good.md"), ("victim.csv", out / "grades.csv")):
+        (root / victim).write_text("victim", encoding="utf-8")
+        link.symlink_to(root / victim)
     # In-process (TensorFlow is imported once); the grader's hard kill comes 2 s after a test's limit.
     hard_grace, grade.HARD_GRACE_S = grade.HARD_GRACE_S, 2.0
     stdout, stderr = io.StringIO(), io.StringIO()
@@ -269,9 +400,27 @@ def graded_class(course, tmp_path_factory):
                                                 "--out", out, "--timeout", "1", "--jobs", "3")])
     finally:
         grade.HARD_GRACE_S = hard_grace
+        listener.close()
+    survivors = [p for p in Path("/proc").glob("[0-9]*") if _cmdline(p).endswith(f"sleep {MARKER}")]
+    for p in survivors:
+        with contextlib.suppress(OSError):
+            os.kill(int(p.name), signal.SIGKILL)
     capsys_out = subprocess.CompletedProcess([], code, stdout.getvalue(), stderr.getvalue())
     return {"root": root, "out": out, "canary": canary, "canary_dir": canary_dir, "proc": capsys_out,
-            "students": students}
+            "students": students, "survivors": survivors}
+
+
+MARKER = 86400 + os.getpid()  # "sleep MARKER": the process the "escaper" student leaves behind
+
+
+def _cmdline(proc: Path) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+LONG = "a" * 55 + "-" + hashlib.sha1(("a" * 200).encode()).hexdigest()[:8]
 
 
 EXPECTED = {  # student: (ex01, ex02, ex03)
@@ -290,7 +439,22 @@ EXPECTED = {  # student: (ex01, ex02, ex03)
     "overwrites": (0, 3, 4),
     "syntax": (3, 0, 4),
     "skips": (3, 0, 4),
+    # issue 16: a hostile class
+    "copy_lib": (0, 3, 4),
+    "copy_solutions": (3, 0, 4),
+    "forger": (3, 3, 4),
+    "planter": (0, 3, 4),
+    "escaper": (3, 3, 4),
+    "network": (3, 3, 4),
+    "hog": (3, 0, 4),
+    "-2_3": (3, 3, 4),
+    LONG: (3, 3, 4),
+    "linked": (0, 0, 0),
 }
+# Without an OS sandbox (no bwrap, not root) the network is reachable: noted, not contained.
+OS_SANDBOX = grade.JAIL.detect() != "none"
+if not OS_SANDBOX:
+    EXPECTED["network"] = (0, 3, 4)
 
 
 def test_class_grading_runs_and_exits_zero(graded_class):
@@ -302,7 +466,8 @@ def test_class_grading_runs_and_exits_zero(graded_class):
 
 def test_grades_csv_row_by_row(graded_class):
     rows = read_csv(graded_class["out"] / "grades.csv")
-    assert list(rows) == ["max", *sorted(EXPECTED)]
+    rows["-2_3"] = {**rows.pop("'-2_3"), "student": "-2_3"}  # the CSV escapes a leading -
+    assert list(rows)[0] == "max" and sorted(rows) == sorted(["max", *EXPECTED])
     assert rows["max"] == {"student": "max", "ex01_add": "3", "ex02_mul": "3", "ex03_greet": "4", "total": "10"}
     for student, points in EXPECTED.items():
         want = {"student": student, "ex01_add": str(points[0]), "ex02_mul": str(points[1]),
@@ -322,6 +487,7 @@ def test_files_outside_the_sandbox_survive(graded_class):
 def test_feedback_files_explain_each_test(graded_class):
     feedback = graded_class["out"] / "feedback"
     assert sorted(p.stem for p in feedback.glob("*.md")) == sorted(EXPECTED)
+    assert not (feedback / "max.md").exists()
     good = (feedback / "good.md").read_text(encoding="utf-8")
     assert "Total: 10 / 10" in good
     assert "- PASS `test_ex01_add.py::test_add_ints` (2 / 2)" in good
@@ -344,6 +510,79 @@ def test_feedback_files_explain_each_test(graded_class):
     # Output is capped: the 5 MB print reaches neither the feedback nor the grader's stdout.
     assert (feedback / "prints.md").stat().st_size < 20_000
     assert len(graded_class["proc"].stdout) < 20_000
+
+
+def test_hostile_class_copies_score_zero_with_a_reason(graded_class):
+    feedback = graded_class["out"] / "feedback"
+    lib = (feedback / "copy_lib.md").read_text(encoding="utf-8")
+    assert "copied:" in lib and "overlay from" in lib and "moe_tf/_grade_jail.py" in lib and "scores 0" in lib
+    sol = (feedback / "copy_solutions.md").read_text(encoding="utf-8")
+    assert "copied:" in sol and "solutions/ folder" in sol
+
+
+def test_hostile_class_cannot_forge_the_catalogue_or_survive_a_restart(graded_class):
+    rows = read_csv(graded_class["out"] / "grades.csv")
+    assert rows["max"]["total"] == "10"  # the forger's 1000-point test is not in the catalogue
+    everything = "".join(p.read_text(encoding="utf-8") for p in (graded_class["out"] / "feedback").glob("*.md"))
+    assert "test_fake" not in everything
+    # The planter's conftest.py (every test passes) and pytest.py were not run after its crash: ex01 scored 0.
+    assert rows["planter"]["ex01_add"] == "0"
+
+
+def test_hostile_class_names_links_and_csv(graded_class):
+    root, out = graded_class["root"], graded_class["out"]
+    text = (out / "grades.csv").read_text(encoding="utf-8")
+    assert "\n-2" not in text and "'-2_3" in text  # no cell starts a formula
+    assert "reserved name" in graded_class["proc"].stderr
+    assert "symbolic link" in (out / "feedback" / "linked.md").read_text(encoding="utf-8")
+    for victim in ("victim.md", "victim.csv"):
+        assert (root / victim).read_text(encoding="utf-8") == "victim"
+    assert not (out / "grades.csv").is_symlink() and not (out / "feedback" / "good.md").is_symlink()
+    assert "Total: 10 / 10" in (out / "feedback" / "good.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.skipif(not OS_SANDBOX, reason="no OS sandbox here (no bwrap, not root): moe-grade says so and "
+                                           "falls back to the audit hook, which cannot contain these")
+def test_hostile_class_leaves_nothing_on_the_machine(graded_class):
+    root = graded_class["root"]
+    assert not (root / "escaped.txt").exists()  # dir_fd
+    assert not (root / "forked.txt").exists()  # _posixsubprocess.fork_exec
+    assert not Path(f"/dev/shm/moe-grade-leak-{MARKER}").exists()
+    assert graded_class["survivors"] == []  # the process it started died with its pid namespace
+    assert "sandbox: unshare namespaces" in graded_class["proc"].stdout or "bubblewrap" in graded_class["proc"].stdout
+
+
+def test_copy_findings_reads_the_source(tmp_path):
+    """Copy detection from the source alone: imports of moe_tf or solutions, and solutions/ paths."""
+    _write(tmp_path, {
+        "ex01_a": "from moe_tf.routing import top_k_gates\n",
+        "ex02_b": "import moe_tf\n",
+        "ex03_c": "import helper\n",
+        "helper": "import importlib\nm = importlib.import_module('solutions.ex03_topk_gating')\n",
+        "ex04_d": '"""A docstring may say solutions/ freely."""\nimport numpy as np\n',
+        "ex05_e": "PATH = '../solutions/ex05_cv_losses.py'\n",
+        "ex06_f": "from moe_tf import rng\n",
+    })
+    found = grade.copy_findings(tmp_path)
+    assert found["ex01_a"] == ["ex01_a.py imports moe_tf.routing.top_k_gates"]
+    assert found["ex02_b"] == ["ex02_b.py imports moe_tf"]
+    assert found["ex03_c"] == ["helper.py imports solutions.ex03_topk_gating"]
+    assert "ex04_d" not in found
+    assert "solutions/ folder" in found["ex05_e"][0]
+    allow, grade.COPY_ALLOW = grade.COPY_ALLOW, {"ex06": ("moe_tf.rng",)}
+    try:
+        assert "ex06_f" not in grade.copy_findings(tmp_path)
+    finally:
+        grade.COPY_ALLOW = allow
+
+
+def test_student_names_are_sanitised_and_reserved_ones_refused():
+    assert grade.student_name("alice", set()) == ("alice", "")
+    assert grade.student_name("=cmd|' /C calc'!A0", set())[0] == "_cmd____C_calc__A0"
+    assert grade.student_name("max", set())[0] is None and grade.student_name("Total", set())[0] is None
+    assert grade.student_name("bob", {"bob"})[0] is None
+    assert len(grade.student_name("x" * 254, set())[0]) == grade.NAME_LIMIT
+    assert grade.csv_cell("-1") == "'-1" and grade.csv_cell("@x") == "'@x" and grade.csv_cell("a=b") == "a=b"
 
 
 # ----------------------------------------------------------------------------- hidden tests
@@ -383,8 +622,9 @@ def test_hidden_tests_show_only_names_points_and_verdicts(course, tmp_path, caps
     stub = (tmp_path / "out" / "feedback" / "stub.md").read_text(encoding="utf-8")
     assert "- FAIL `[hidden] test_ex01_extra.py::test_add_negative` (0 / 2)" in stub
     snoop = (tmp_path / "out" / "feedback" / "snoop.md").read_text(encoding="utf-8")
-    # Reading the hidden tests is refused (and costs the test), the visible message is shown...
-    assert "sandbox violation: reading" in snoop
+    # The visible tests run in a session without the hidden ones, which are out of reach; the visible message
+    # is shown...
+    assert "LEAK" in snoop
     everything = out + err + "".join(p.read_text(encoding="utf-8") for p in (tmp_path / "out").rglob("*.md"))
     assert "SECRET" not in everything  # ...but never the hidden tests' source or assertion text
     assert "edge cases" not in everything
