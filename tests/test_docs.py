@@ -72,12 +72,13 @@ def test_the_check_catches_broken_files_and_anchors(tmp_path):
 # ------------------------------------------------------------- no machine paths
 # A learner has none of the folders of the machine the course was written on: no committed file
 # (pages, code, notebook sources and outputs) may name one. Flagged: a path under the usual roots of
-# a work tree, a home folder or a temp folder, a path into an installed package (`.../site-packages/`),
+# a work tree, a home folder or a temp folder (a bare `/tmp` or `/root` names a system folder every
+# machine has, not one of ours), a path into an installed package (`.../site-packages/`),
 # and this machine's own repository and home folders. Examples with made-up roots (`/media/usb/...`)
 # and web addresses are not paths of this machine.
 _ROOTS = "|".join(["work", "home", "root", "tmp", "Users", "private"])
 MACHINE_PATH = re.compile(
-    rf"(?<![\w.~$<>-])/(?:{_ROOTS})(?:/[^\s'\"`()<>\[\],;]*)?(?![\w.-])"  # /work/..., /home/..., /tmp/...
+    rf"(?<![\w.~$<>-])/(?:{_ROOTS})/[^\s'\"`()<>\[\],;]+(?<![.])"  # /work/..., /home/..., /tmp/... (not bare /tmp)
     r"|(?<![\w.~$<>-])/[^\s'\"`()<>\[\],;]*/(?:site|dist)-packages\b"  # /any/prefix/site-packages
     r"|[A-Za-z]:\\Users\\"  # C:\Users\...
 )
@@ -88,7 +89,7 @@ def _machine_path_pattern(extra=()):
     if not folders:
         return MACHINE_PATH
     own = "|".join(re.escape(str(f)) for f in folders)
-    return re.compile(rf"{MACHINE_PATH.pattern}|(?<![\w.~$<>-])(?:{own})(?![\w-])")
+    return re.compile(rf"{MACHINE_PATH.pattern}|(?<![\w.~$<>-])(?:{own})/")
 
 
 def _committed_files(root):
@@ -161,7 +162,7 @@ def test_the_machine_path_check_is_exact(tmp_path):
     (tmp_path / "page.md").write_text(
         "bad: see /work/shared/seeds/ and /home/ana/x.py, C:\\Users\\ana\\x\n"
         "fine: /media/usb/moe_tf_data, https://example.org/home/x, ~/.keras, <repo>/runs, <site-packages>/keras\n"
-        "fine: #!/usr/bin/env bash, tests/tmp/x, a/work/b\n",
+        "fine: #!/usr/bin/env bash, tests/tmp/x, a/work/b, a private /tmp and /dev/shm, pyenv under /root.\n",
         encoding="utf-8",
     )
     nb = {"cells": [
@@ -181,5 +182,5 @@ def test_the_machine_path_check_is_exact(tmp_path):
         "page.md:1: C:\\Users\\",
         "lesson.ipynb cell 0 output: /opt/venv/lib/python3.11/site-packages",
         "lesson.ipynb cell 0 output: /tmp/run/a.png",
-        "own.txt:1: /srv/course",
+        "own.txt:1: /srv/course/",
     ]), found
