@@ -32,6 +32,9 @@ import pytest
 
 from moe_tf import grade
 
+# One worker runs this whole module under pytest-xdist (`make test`): its module fixture is expensive.
+pytestmark = pytest.mark.xdist_group("grade")
+
 REPO = Path(__file__).resolve().parents[1]
 HARNESS = REPO / "tests" / "exercises" / "conftest.py"
 

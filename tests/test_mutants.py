@@ -41,10 +41,13 @@ SOLUTIONS = REPO / "solutions"
 EXERCISE_TESTS = REPO / "tests" / "exercises"
 MUTANTS = EXERCISE_TESTS / "mutants"
 
-pytestmark = pytest.mark.skipif(
-    not SOLUTIONS.is_dir() or not MUTANTS.is_dir(),
-    reason="no solutions/ (or no tests/exercises/mutants/): a student copy of the course has no reference "
-           "solutions to mutate")
+pytestmark = [
+    pytest.mark.skipif(
+        not SOLUTIONS.is_dir() or not MUTANTS.is_dir(),
+        reason="no solutions/ (or no tests/exercises/mutants/): a student copy of the course has no reference "
+               "solutions to mutate"),
+    pytest.mark.xdist_group("mutants"),  # one worker under pytest-xdist: the module fixture grades every mutant
+]
 
 # The conftest of one mutant's folder. The harness's ``ex`` fixture reads MOE_TF_EXERCISES_DIR at every
 # test, and an autouse fixture runs before it; pytest calls a sub-folder conftest's runtest hooks only for

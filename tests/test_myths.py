@@ -27,6 +27,9 @@ from pathlib import Path
 
 import pytest
 
+# One worker runs this whole module under pytest-xdist (`make test`): its module fixture is expensive.
+pytestmark = pytest.mark.xdist_group("myths")
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "myths.md"
 TITLE = "# Myths vs facts"

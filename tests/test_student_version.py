@@ -19,8 +19,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
 import student_version
 
-pytestmark = pytest.mark.skipif(not student_version.is_git_checkout(REPO),
-                                reason="not a git checkout (a student copy has no .git): nothing to copy from")
+pytestmark = [
+    pytest.mark.skipif(not student_version.is_git_checkout(REPO),
+                       reason="not a git checkout (a student copy has no .git): nothing to copy from"),
+    pytest.mark.xdist_group("student_version"),  # one worker under pytest-xdist: the module fixture is expensive
+]
 
 
 @pytest.fixture(scope="module")
