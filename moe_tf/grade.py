@@ -449,11 +449,12 @@ def _needed_paths() -> list[str]:
 def _overlays(run: Path, hide: list[Path]) -> list:
     """``[target, keep, writable]`` mounts of the unshare plan (see ``_grade_jail``)."""
     run = os.path.realpath(run)
+    needed = [*_needed_paths(), run]
     out: dict[str, list] = {}
     for t in ("/tmp", "/var/tmp", "/dev/shm"):
         out[t] = [t, [], True]
     # A folder others may not enter (/root holding pyenv's Python): an empty tmpfs over it, the paths needed bound back.
-    for p in [*_needed_paths(), run]:
+    for p in needed:
         parts = p.split("/")
         for i in range(2, len(parts)):
             anc = "/".join(parts[:i])
@@ -468,7 +469,7 @@ def _overlays(run: Path, hide: list[Path]) -> list:
         if os.path.isdir(real):
             out.setdefault(real, [real, [], False])
     for target, keep, _ in out.values():
-        for p in [*_needed_paths(), run]:
+        for p in needed:
             if p.startswith(target + "/") and not any(p.startswith(k + "/") for k in keep):
                 keep.append(p)
     return list(out.values())
