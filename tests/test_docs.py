@@ -160,7 +160,7 @@ def test_the_machine_path_check_is_exact(tmp_path):
     import json
 
     (tmp_path / "page.md").write_text(
-        "bad: see /work/shared/seeds/ and /home/ana/x.py, C:\\Users\\ana\\x\n"
+        "bad: see /work/ana/notes/ and /home/ana/x.py, C:\\Users\\ana\\x\n"
         "fine: /media/usb/moe_tf_data, https://example.org/home/x, ~/.keras, <repo>/runs, <site-packages>/keras\n"
         "fine: #!/usr/bin/env bash, tests/tmp/x, a/work/b, a private /tmp and /dev/shm, pyenv under /root.\n",
         encoding="utf-8",
@@ -177,7 +177,7 @@ def test_the_machine_path_check_is_exact(tmp_path):
     (tmp_path / "own.txt").write_text("written in /srv/course/runs/x.png, not /srv/course-old\n", encoding="utf-8")
     found = machine_paths(tmp_path, extra=["/srv/course"])
     assert sorted(found) == sorted([
-        "page.md:1: /work/shared/seeds/",
+        "page.md:1: /work/ana/notes/",
         "page.md:1: /home/ana/x.py",
         "page.md:1: C:\\Users\\",
         "lesson.ipynb cell 0 output: /opt/venv/lib/python3.11/site-packages",
