@@ -262,6 +262,11 @@ def _copy_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", ".*", "mutants"), dirs_exist_ok=True)
 
 
+def course_test_helpers(folder: Path) -> list[Path]:
+    """The modules the exercise tests need from their parent folder: its ``conftest.py`` and ``_*.py`` helpers."""
+    return [entry for entry in sorted(folder.glob("*.py")) if entry.name == "conftest.py" or entry.name.startswith("_")]
+
+
 def _pytest_ini() -> str:
     """The course's pytest settings that matter for grading (warning filters), as a standalone ini."""
     lines = ["[pytest]", "addopts =", "filterwarnings ="]
@@ -298,10 +303,8 @@ def build_sandbox(run: Path, student_dir: Path | None, opts: Options, part: str 
     else:
         _copy_tree(opts.tests_dir, tests)
     # The course's tests/conftest.py (options, hypothesis profile) and helpers next to it.
-    parent = opts.tests_dir.parent
-    for entry in parent.glob("*.py"):
-        if entry.name == "conftest.py" or entry.name.startswith("_"):
-            shutil.copyfile(entry, box / "tests" / entry.name)
+    for entry in course_test_helpers(opts.tests_dir.parent):
+        shutil.copyfile(entry, box / "tests" / entry.name)
     if opts.hidden_dir is not None and part != "visible":
         hidden = tests / "_hidden"
         _copy_tree(opts.hidden_dir, hidden)

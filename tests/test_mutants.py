@@ -183,9 +183,10 @@ def _course(root: Path, prefixes: list[str], mutants: list, folders: dict) -> Pa
     tests_dir = root / "tests" / "exercises"
     tests_dir.mkdir(parents=True)
     # What the grader copies next to the tests: the course's tests/conftest.py and helpers, and the harness.
-    for entry in (REPO / "tests").glob("*.py"):
-        if entry.name == "conftest.py" or entry.name.startswith("_"):
-            shutil.copyfile(entry, root / "tests" / entry.name)
+    from moe_tf.grade import course_test_helpers
+
+    for entry in course_test_helpers(REPO / "tests"):
+        shutil.copyfile(entry, root / "tests" / entry.name)
     shutil.copyfile(EXERCISE_TESTS / "conftest.py", tests_dir / "conftest.py")
     for prefix in prefixes:
         source = exercises()[prefix].read_text(encoding="utf-8")
