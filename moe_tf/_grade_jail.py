@@ -8,6 +8,10 @@ path of a JSON plan; standard library only (it runs with ``python -I -S``). It
   nowhere) and an empty read-only one over each folder to hide (the reference solutions, the hidden
   tests, the submissions, the other students' grading folders), binding back only the paths the plan
   keeps (this student's grading folder, the Python installation, the course);
+* makes every other mount read-only (a bind remount, flags kept), except the private tmpfs and the
+  box's ``work/``, ``home/`` and ``tmp/``: a world-writable folder of the machine (``/run/lock``,
+  say) is no channel from one student's process to the next, or from a hidden-test session to a
+  visible one;
 * sets the resource limits (address space, processes, file size, core files, open files);
 * drops to an unprivileged user (``nobody``) with no supplementary groups, and
 * replaces itself with the test command.
@@ -22,7 +26,14 @@ import os
 import resource
 import sys
 
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 4096, 16384, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
+MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+# The per-mount flags a read-only bind remount must keep (mountinfo's fifth column names them).
+MOUNT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": 1024, "nodiratime": 2048,
+               "relatime": 1 << 21, "strictatime": 1 << 24}
+# Kernel filesystems left as they are: nothing there is writable by nobody, /dev's nodes are devices
+# (and /dev/shm is the private tmpfs).
+KERNEL = ("/proc", "/sys", "/dev")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -50,6 +61,37 @@ def overlay(target, keep, data, flags):
         os.close(fd)
 
 
+def _unescape(field):
+    """A mountinfo path: spaces, tabs, newlines and backslashes come as octal escapes."""
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1:i + 4].isdigit():
+            out.append(chr(int(field[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def read_only_elsewhere(writable):
+    """Remount read-only every mount but the kernel's and those in ``writable`` (paths and their mounts)."""
+    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+        mounts = [line.split() for line in fh]
+    done = set()
+    for fields in mounts:
+        target, options = _unescape(fields[4]), fields[5].split(",")
+        if target in done or target in writable or "ro" in options:
+            continue
+        if any(target == k or target.startswith(k + "/") for k in KERNEL):
+            continue
+        done.add(target)
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
+        for opt in options:
+            flags |= MOUNT_FLAGS.get(opt, 0)
+        mount(None, target, None, flags)
+
+
 def main(plan_path):
     with open(plan_path, encoding="utf-8") as fh:
         plan = json.load(fh)
@@ -64,7 +106,12 @@ def main(plan_path):
         else:
             overlay(target, keep, "mode=0755,size=1m", 0)
             if not keep:
-                mount(None, target, None, 32 | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)  # MS_REMOUNT
+                mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    writable = [t for t, _, w in plan["overlays"] if w and os.path.isdir(t)]
+    for path in map(os.path.realpath, plan.get("writable", [])):  # own mounts: the one around them goes read-only
+        mount(path, path, None, MS_BIND | MS_REC)
+        writable.append(path)
+    read_only_elsewhere(set(writable))
     for name, value in plan.get("rlimits", {}).items():
         resource.setrlimit(getattr(resource, name), (value, value))
     uid = plan.get("uid")

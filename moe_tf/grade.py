@@ -414,7 +414,7 @@ class Jail:
         cwd = str(box / "work")
         if kind == "unshare":
             plan = {"argv": cmd, "cwd": cwd, "rlimits": self.rlimits(), "uid": self.uid,
-                    "overlays": _overlays(run, hide)}
+                    "overlays": _overlays(run, hide), "writable": [str(box / d) for d in ("work", "home", "tmp")]}
             path = run / "jail.json"
             path.write_text(json.dumps(plan), encoding="utf-8")
             os.chmod(path, 0o600)
@@ -866,6 +866,25 @@ def feedback_text(result: StudentResult, catalogue: Catalogue) -> str:
     return "\n".join(out) + "\n"
 
 
+def class_skips(results: list[StudentResult], catalogue: Catalogue) -> None:
+    """A test that skipped itself for at least half of the graded class counts for no one.
+
+    Such a skip is the machine's doing (the test's data is missing here), not the student's: a student's own
+    ``pytest.skip`` fails the test. A run that passed it while most of the class skipped it forged the verdict
+    (code in the test process can), and would raise the ``max`` row for everyone: it is recorded as skipped.
+    """
+    graded = [r for r in results if r.results]
+    for t in catalogue.tests.values():
+        skipped = [r for r in graded if _outcome(r, t).outcome == "skipped"]
+        if not skipped or 2 * len(skipped) < len(graded):
+            continue
+        why = "the test skipped itself for most of the class, so it counts for no one"
+        msg = skipped[0].results[t.id].msg
+        for r in graded:
+            if _outcome(r, t).outcome != "skipped":
+                r.results[t.id] = Outcome("skipped", f"{why}: {msg}" if msg and not t.hidden else why)
+
+
 def write_csv(path: Path, results: list[StudentResult], catalogue: Catalogue) -> None:
     exercises = catalogue.exercises()
     fh = io.StringIO()
@@ -1043,6 +1062,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(class_dir, ignore_errors=True)
     if not results:
         parser.error(f"--submissions {submissions}: no student folder could be graded")
+    class_skips(results, catalogue)
     out.mkdir(parents=True, exist_ok=True)
     (out / "feedback").mkdir(exist_ok=True)
     write_csv(out / "grades.csv", results, catalogue)

