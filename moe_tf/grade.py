@@ -93,6 +93,7 @@ class StudentResult:
     notes: list[str] = field(default_factory=list)
     log_tail: str = ""
     copied: dict[str, list[str]] = field(default_factory=dict)  # exercise: why it is a copy
+    review: list[str] = field(default_factory=list)  # what in its code to read by hand (review_findings)
 
 
 class Catalogue:
@@ -216,6 +217,59 @@ def copy_findings(folder: Path) -> dict[str, list[str]]:
                 todo.append(dep)
         if reasons:
             out[stem] = list(dict.fromkeys(reasons))
+    return out
+
+
+# ----------------------------------------------------------------------------- code to read by hand
+
+# What an exercise module has no use for (neither the stubs nor the references use any of it): the test
+# process's internals (pytest, its hooks, the grader's plugin, frames, the garbage collector), C calls, new
+# processes and descriptors relative to a folder. In-process forgery, which the grader cannot contain, and most
+# attempts at the sandbox go through it; moe-grade lists the submissions that use it, to be read by hand.
+REVIEW_MODULES = ("pytest", "_pytest", "pluggy", "gc", "ctypes", "_ctypes", "cffi", "_posixsubprocess", "subprocess",
+                  "multiprocessing", "inspect", "importlib", "builtins", "signal", "socket")
+REVIEW_ATTRIBUTES = ("_getframe", "f_back", "f_globals", "f_locals", "f_code", "__subclasses__", "__globals__",
+                     "__builtins__", "fork_exec")
+REVIEW_CALLS = ("__import__", "exec", "eval", "compile")
+REVIEW_STRINGS = ("moe_grade_plugin", "/proc/")
+
+
+def _review_module(source: str) -> list[str]:
+    """What in one module's source an exercise has no use for (nothing is run)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return []
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [f"imports {a.name}" for a in node.names if a.name.split(".")[0] in REVIEW_MODULES]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in REVIEW_MODULES:
+            found.append(f"imports {node.module}")
+        elif isinstance(node, ast.Attribute):
+            if node.attr in REVIEW_ATTRIBUTES:
+                found.append(f"uses .{node.attr}")
+            elif node.attr == "modules" and isinstance(node.value, ast.Name) and node.value.id == "sys":
+                found.append("uses sys.modules")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in REVIEW_CALLS:
+            found.append(f"calls {node.func.id}()")
+        elif isinstance(node, ast.keyword) and node.arg == "dir_fd":
+            found.append("opens relative to a folder descriptor (dir_fd)")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found += [f"names {s!r}" for s in REVIEW_STRINGS if s in node.value]
+    return list(dict.fromkeys(found))
+
+
+def review_findings(folder: Path) -> list[str]:
+    """``["ex03_topk_gating.py imports gc", ...]``: what in a submission's modules to read by hand."""
+    out = []
+    for path in sorted(folder.glob("*.py")) if folder.is_dir() else []:
+        try:
+            found = _review_module(path.read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            continue
+        if found:
+            out.append(f"{path.name} " + ", ".join(found))
     return out
 
 
@@ -1026,6 +1080,7 @@ def main(argv: list[str] | None = None) -> int:
     class_dir = Path(tempfile.mkdtemp(prefix="moe-grade-class-"))
     students: list[tuple[str, Path | None, str | None]] = []  # (name, private copy, why refused)
     taken: set[str] = set()
+    reviews: dict[str, list[str]] = {}
     for d in entries:
         name, why = student_name(d.name, taken)
         if name is None:
@@ -1038,6 +1093,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         private = class_dir / "subs" / name
         _copy_files(student_exercises_dir(d), private, MAX_STUDENT_FILE_BYTES)
+        reviews[name] = review_findings(private)  # before any student's code runs
         students.append((name, private, None))
     os.chmod(class_dir, 0o700)
     opts.deny_read = [*opts.deny_read, class_dir / "subs"]
@@ -1053,6 +1109,7 @@ def main(argv: list[str] | None = None) -> int:
                 r = StudentResult(name, notes=[refused])
             else:
                 r = grade_student(name, private, opts, catalogue)
+                r.review = reviews.get(name, [])
             print(f"  graded {name} ({time.monotonic() - t:.1f} s)", flush=True)
             return r
 
@@ -1073,6 +1130,12 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         extra = f"  ({'; '.join(n for n in r.notes if not n.startswith('sandbox kept'))})" if r.notes else ""
         print(f"{r.name:<{width}}  {_num(score(r, catalogue))} / {_num(possible(r, catalogue))}{extra[:2000]}")
+    flagged = [r for r in results if r.review]
+    if flagged:
+        print("\nRead by hand: code an exercise has no use for (a submission using it can forge its own verdicts, "
+              "which the grader cannot prevent; see solutions/README.md):")
+        for r in flagged:
+            print(f"  {r.name}: {'; '.join(r.review)[:1000]}")
     _warn_collect_errors(catalogue)
     print(f"\nwrote {out / 'grades.csv'} and {len(results)} feedback files in {out / 'feedback'}")
     return 0

@@ -822,6 +822,37 @@ def test_in_process_forgery_is_not_contained(graded_class):
         assert "skipped itself for most of the class" in feedback
 
 
+def test_hostile_class_code_to_read_by_hand_is_listed(graded_class):
+    """The grader lists the submissions whose modules use what an exercise has no use for (the test process's
+    internals, C calls, new processes, dir_fd): every forger is among them, no honest student is."""
+    stdout = graded_class["proc"].stdout
+    assert "Read by hand:" in stdout
+    listed = {m[1] for m in re.finditer(r"^  (\S+): \S+\.py ", stdout.split("Read by hand:")[1], re.MULTILINE)}
+    want = {"forger", "copy_lib", "copy_solutions", "escaper", "network", "skips", "peeker", "poisoner",
+            "hooker", "patcher", "rewriter"} | ({"survivor"} if OS_SANDBOX else set())
+    assert listed == want
+    assert re.search(r"^  hooker: ex02_mul\.py imports gc, imports pytest$", stdout, re.MULTILINE), stdout
+    # Nothing of it reaches the students' feedback.
+    assert "Read by hand" not in (graded_class["out"] / "feedback" / "hooker.md").read_text(encoding="utf-8")
+
+
+def test_review_findings_reads_the_source(tmp_path):
+    _write(tmp_path, {
+        "ex01_a": "import numpy as np\nfrom keras import ops\n\ndef f(x):\n    return ops.sum(x)\n",
+        "ex02_b": "import sys\nplugin = sys.modules['moe_grade_plugin']\n",
+        "ex03_c": "import os\nfd = os.open('x', os.O_RDONLY, dir_fd=3)\nf = __import__('g' + 'c')\n",
+        "ex04_d": "from _pytest import runner\n",
+    })
+    assert grade.review_findings(tmp_path) == [
+        "ex02_b.py uses sys.modules, names 'moe_grade_plugin'",
+        "ex03_c.py calls __import__(), opens relative to a folder descriptor (dir_fd)",
+        "ex04_d.py imports _pytest",
+    ]
+    # The course's own stubs and references use none of it.
+    for folder in (REPO / "exercises", REPO / "solutions"):
+        assert grade.review_findings(folder) == [], folder
+
+
 def test_copy_findings_reads_the_source(tmp_path):
     """Copy detection from the source alone: imports of moe_tf or solutions, and solutions/ paths."""
     _write(tmp_path, {
