@@ -13,7 +13,7 @@ path of a JSON plan; standard library only (it runs with ``python -I -S``). It
   say) is no channel from one student's process to the next, or from a hidden-test session to a
   visible one;
 * sets the resource limits (address space, processes, file size, core files, open files);
-* drops to an unprivileged user (``nobody``) with no supplementary groups, and
+* drops to the student's own unprivileged user id (no account has it) with no supplementary groups, and
 * replaces itself with the test command.
 
 The network namespace has only a loopback interface that is down; the pid namespace dies with its
@@ -31,7 +31,7 @@ MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 # The per-mount flags a read-only bind remount must keep (mountinfo's fifth column names them).
 MOUNT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": 1024, "nodiratime": 2048,
                "relatime": 1 << 21, "strictatime": 1 << 24}
-# Kernel filesystems left as they are: nothing there is writable by nobody, /dev's nodes are devices
+# Kernel filesystems left as they are: nothing there is writable by the student's user, /dev's nodes are devices
 # (and /dev/shm is the private tmpfs).
 KERNEL = ("/proc", "/sys", "/dev")
 

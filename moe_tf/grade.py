@@ -36,6 +36,7 @@ import ast
 import contextlib
 import csv
 import io
+import itertools
 import json
 import os
 import re
@@ -44,6 +45,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -366,9 +368,10 @@ def build_sandbox(run: Path, student_dir: Path | None, opts: Options, part: str 
     for sub in ("home", "tmp", "work"):
         (box / sub).mkdir(parents=True, exist_ok=True)
     (box / "pytest.ini").write_text(_pytest_ini(), encoding="utf-8")
-    if JAIL.uid is not None:  # the student runs as nobody: only work/, home/ and tmp/ are theirs
+    uid = JAIL.uid_for(run)
+    if uid is not None:  # the student runs as a user of its own: only work/, home/ and tmp/ are theirs
         for sub in ("home", "tmp", "work"):
-            os.chown(box / sub, JAIL.uid, JAIL.uid)
+            os.chown(box / sub, uid, uid)
             os.chmod(box / sub, 0o700)
     return box
 
@@ -404,8 +407,12 @@ def _env(run: Path, box: Path) -> dict[str, str]:
 
 JAIL_SCRIPT = Path(__file__).with_name("_grade_jail.py")
 MEMORY_LIMIT_MB = 6144  # address space of a student's test process (TensorFlow reserves about 1 GB)
-MAX_PROCESSES = 1024  # processes and threads of the unprivileged user (TensorFlow starts many threads)
-NOBODY = 65534
+MAX_PROCESSES = 1024  # processes and threads of a student's user (TensorFlow starts many threads)
+# A student's process runs as a user id of its own, no account's: UID_BASE + a slot per grader process (its
+# pid), + the student's slot among those graded at the same time. The process limit counts per user, so
+# one student holding all its processes and threads leaves none fewer for the student graded alongside.
+UID_BASE = 2_000_000_000
+UID_SLOTS = 64
 
 
 def _probe(cmd: list[str]) -> bool:
@@ -421,8 +428,24 @@ class Jail:
 
     def __init__(self):
         self.kind: str | None = None
-        self.uid: int | None = None
+        self.uid: int | None = None  # the first user id of this grader's range (unshare), else None
         self.why = ""
+        self._slots: dict[str, int] = {}  # grading folder: slot, while its student is graded
+        self._lock = threading.Lock()
+
+    def uid_for(self, run: Path) -> int | None:
+        """The user id the student graded in ``run`` runs as: free among the students graded now."""
+        if self.uid is None:
+            return None
+        with self._lock:
+            if str(run) not in self._slots:
+                used = set(self._slots.values())
+                self._slots[str(run)] = next(i for i in itertools.count() if i not in used)
+            return self.uid + self._slots[str(run)]
+
+    def release(self, run: Path) -> None:
+        with self._lock:
+            self._slots.pop(str(run), None)
 
     def detect(self) -> str:
         if self.kind is not None:
@@ -435,9 +458,10 @@ class Jail:
         elif forced in ("", "unshare") and unshare and hasattr(os, "geteuid") and os.geteuid() == 0 and _probe(
                 [unshare, "--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--mount-proc",
                  "true"]):
-            self.kind, self.uid = "unshare", NOBODY
-            self.why = (f"unshare namespaces ({unshare}): user nobody, no network, private /tmp and /dev/shm, "
-                        "its own pid namespace")
+            self.kind, self.uid = "unshare", UID_BASE + (os.getpid() % 1_000_000) * UID_SLOTS
+            self.why = (f"unshare namespaces ({unshare}): a user id of its own per student (no account), no "
+                        "network, the filesystem read-only but for its box, private /tmp and /dev/shm, its own pid "
+                        "namespace")
         else:
             self.kind = "none"
             self.why = ("NO OS SANDBOX: neither bubblewrap (bwrap) nor unshare as root is usable here, so students "
@@ -467,7 +491,7 @@ class Jail:
         kind = self.detect()
         cwd = str(box / "work")
         if kind == "unshare":
-            plan = {"argv": cmd, "cwd": cwd, "rlimits": self.rlimits(), "uid": self.uid,
+            plan = {"argv": cmd, "cwd": cwd, "rlimits": self.rlimits(), "uid": self.uid_for(run),
                     "overlays": _overlays(run, hide), "writable": [str(box / d) for d in ("work", "home", "tmp")]}
             path = run / "jail.json"
             path.write_text(json.dumps(plan), encoding="utf-8")
@@ -614,6 +638,7 @@ def grade_student(name: str, student_dir: Path | None, opts: Options, catalogue:
     except Exception as err:  # noqa: BLE001 - the grader goes on with the other students
         result.notes.append(f"grading failed: {type(err).__name__}: {err}")
     finally:
+        JAIL.release(run)
         if opts.keep:
             result.notes.append(f"sandbox kept in {run}")
         else:

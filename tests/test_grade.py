@@ -1094,7 +1094,7 @@ def test_hidden_tests_do_not_leak_from_a_hostile_class(hidden_class):
         assert "LEAK" not in feedback
 
 
-@pytest.mark.skipif(not OS_SANDBOX, reason="the verdicts below are those of the OS sandbox (user nobody)")
+@pytest.mark.skipif(not OS_SANDBOX, reason="the verdicts below are those of the OS sandbox")
 def test_hidden_session_attacks_are_live(hidden_class):
     """Not vacuous: in the hidden session, sys.modules, the calling frames and dir_fd do reach the hidden test
     (its hidden verdict passes only then). A hard link is refused by the kernel there (protected_hardlinks:
@@ -1113,6 +1113,79 @@ def test_in_process_forgery_reaches_the_hidden_verdicts_too(hidden_class):
     text secret; they are no defence against forgery."""
     rows = read_csv(hidden_class["out"] / "grades.csv")
     assert rows["forge_hidden"]["ex01_add"] == "5"
+
+
+# ----------------------------------------------------------------------------- a class of two graded side by side
+
+CROWD = '''
+import threading, time
+
+_stop = threading.Event()
+_held = []
+
+
+def _crowd():
+    threading.stack_size(64 * 1024)
+    while len(_held) < 4096:
+        try:
+            t = threading.Thread(target=_stop.wait, daemon=True)
+            t.start()
+        except RuntimeError:  # "can't start new thread": the process limit of its user is reached
+            break
+        _held.append(t)
+
+
+def add(a, b):
+    _crowd()
+    time.sleep(0.4)
+    return a + b
+
+
+def mul(a, b):
+    _crowd()
+    time.sleep(0.2)
+    raise AssertionError("HELD %d threads" % threading.active_count())
+'''
+
+BYSTANDER = '''
+import threading, time
+
+
+def {name}(a, b):
+    time.sleep(0.3)
+    out = []
+    t = threading.Thread(target=lambda: out.append({op}))
+    t.start()
+    t.join()
+    return out[0]
+'''
+
+
+@pytest.fixture(scope="module")
+def crowded_class(course, tmp_path_factory):
+    """Two students graded at the same time (--jobs 2): "crowd" holds as many threads as its user may have
+    through all its tests, "bystander" starts one thread per test, as legitimate code may."""
+    root = tmp_path_factory.mktemp("crowded")
+    subs = root / "submissions"
+    _student(subs, "crowd", {"ex01_add": CROWD, "ex02_mul": CROWD})
+    ops = {"ex01_add": ("add", "a + b"), "ex02_mul": ("mul", "a * b")}
+    _student(subs, "bystander", {m: BYSTANDER.format(name=n, op=o) for m, (n, o) in ops.items()})
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = grade.main([str(a) for a in ("--tests-dir", course / "tests" / "exercises", "--submissions", subs,
+                                            "--out", root / "out", "--timeout", "1", "--jobs", "2")])
+    return {"code": code, "out": root / "out", "stdout": stdout.getvalue()}
+
+
+def test_a_student_cannot_use_up_the_processes_of_the_one_graded_alongside(crowded_class):
+    """The process limit counts per user: with one user for every student, "crowd" left "bystander" unable
+    to start a thread ("can't start new thread": 6 / 10). Each student now runs as a user id of its own."""
+    assert crowded_class["code"] == 0
+    rows = read_csv(crowded_class["out"] / "grades.csv")
+    assert rows["bystander"]["total"] == "10", (crowded_class["out"] / "feedback" / "bystander.md").read_text()
+    if OS_SANDBOX:  # the attack is live: crowd held about as many threads as its user may have
+        held = re.search(r"HELD (\d+) threads", (crowded_class["out"] / "feedback" / "crowd.md").read_text())
+        assert held and grade.MAX_PROCESSES - 50 < int(held[1]) <= grade.MAX_PROCESSES, held
 
 
 def test_timeout_marker_and_points_kwarg():
