@@ -452,16 +452,17 @@ class Jail:
             return self.kind
         forced = os.environ.get("MOE_GRADE_SANDBOX", "")
         bwrap, unshare = shutil.which("bwrap"), shutil.which("unshare")
-        if forced in ("", "bwrap") and bwrap and _probe([bwrap, "--unshare-all", "--ro-bind", "/", "/", "--dev", "/dev",
-                                                          "--proc", "/proc", "true"]):
-            self.kind, self.why = "bwrap", f"bubblewrap ({bwrap})"
-        elif forced in ("", "unshare") and unshare and hasattr(os, "geteuid") and os.geteuid() == 0 and _probe(
+        # As root, unshare first: only it gives each student a user (and a process limit) of its own.
+        if forced in ("", "unshare") and unshare and hasattr(os, "geteuid") and os.geteuid() == 0 and _probe(
                 [unshare, "--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--mount-proc",
                  "true"]):
             self.kind, self.uid = "unshare", UID_BASE + (os.getpid() % 1_000_000) * UID_SLOTS
             self.why = (f"unshare namespaces ({unshare}): a user id of its own per student (no account), no "
                         "network, the filesystem read-only but for its box, private /tmp and /dev/shm, its own pid "
                         "namespace")
+        elif forced in ("", "bwrap") and bwrap and _probe([bwrap, "--unshare-all", "--ro-bind", "/", "/", "--dev",
+                                                            "/dev", "--proc", "/proc", "true"]):
+            self.kind, self.why = "bwrap", f"bubblewrap ({bwrap})"
         else:
             self.kind = "none"
             self.why = ("NO OS SANDBOX: neither bubblewrap (bwrap) nor unshare as root is usable here, so students "
