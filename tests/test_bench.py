@@ -54,6 +54,16 @@ def test_step_returns_the_loss_and_a_gradient_per_weight():
     assert float(tf.reduce_sum(tf.abs(router_grad))) > 0  # the router learns through the gates
 
 
+def test_step_loss_is_the_mean_square_of_a_rank3_output_too():
+    layer = make_layer("experts", E, k=2, units=H, dim=D)  # returns [E, T*k/E, D]
+    x = _x()
+    y = np.asarray(layer(x, training=True))
+    assert y.ndim == 3
+    loss, grads = make_step(layer)(x)
+    assert float(loss) == pytest.approx(float(np.mean(np.square(y))), rel=1e-4)
+    assert len(grads) == len(layer.trainable_variables) and all(g is not None for g in grads)
+
+
 def test_timings_are_positive_and_keyed_by_name():
     x = _x()
     times = time_layers({"a": make_layer("ffn", E, units=H, dim=D), "b": make_layer("dense-moe", E, units=H, dim=D)},
