@@ -12,6 +12,8 @@ path of a JSON plan; standard library only (it runs with ``python -I -S``). It
   box's ``work/``, ``home/`` and ``tmp/``: a world-writable folder of the machine (``/run/lock``,
   say) is no channel from one student's process to the next, or from a hidden-test session to a
   visible one;
+* joins the student's memory cgroup when the plan names one (all its processes together: the
+  address-space limit below is per process);
 * sets the resource limits (address space, processes, file size, core files, open files);
 * drops to the student's own unprivileged user id (no account has it) with no supplementary groups, and
 * replaces itself with the test command.
@@ -95,6 +97,13 @@ def read_only_elsewhere(writable):
 def main(plan_path):
     with open(plan_path, encoding="utf-8") as fh:
         plan = json.load(fh)
+    if plan.get("cgroup_procs"):  # first, while /sys is still writable: this process and all it starts
+        try:
+            with open(plan["cgroup_procs"], "w") as fh:
+                fh.write("0")  # "0": the writing process
+        except OSError as err:
+            print(f"moe-grade sandbox: no memory cgroup for this student ({err}); per-process limits only",
+                  file=sys.stderr, flush=True)
     os.umask(0o022)
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     for target, keep, writable in sorted(plan["overlays"], key=lambda o: o[0].count("/")):

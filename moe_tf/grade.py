@@ -413,6 +413,28 @@ MAX_PROCESSES = 1024  # processes and threads of a student's user (TensorFlow st
 # one student holding all its processes and threads leaves none fewer for the student graded alongside.
 UID_BASE = 2_000_000_000
 UID_SLOTS = 64
+# All the processes of one student together (a memory cgroup of its own, where the kernel offers one to root):
+# the address-space limit above is per process, and a student may start many.
+STUDENT_MEMORY_MB = 6144
+CGROUP_MOUNTS = {"memory": "/sys/fs/cgroup/memory", "": "/sys/fs/cgroup"}  # cgroup v1's memory controller; v2
+
+
+def _cgroup_roots() -> list[str]:
+    """Where to make the students' memory cgroups: inside the grader's own (so a container's limit still
+    holds), cgroup v1's memory controller first, then cgroup v2."""
+    roots = []
+    try:
+        with open("/proc/self/cgroup", encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return roots
+    for controller, mount in CGROUP_MOUNTS.items():
+        for line in lines:
+            _, names, path = line.split(":", 2)
+            if names.split(",") == [controller] or (controller and controller in names.split(",")):
+                roots.append(os.path.normpath(mount + path))
+                break
+    return roots
 
 
 def _probe(cmd: list[str]) -> bool:
@@ -423,6 +445,26 @@ def _probe(cmd: list[str]) -> bool:
         return False
 
 
+def _cgroup_limit_file(folder: str) -> str | None:
+    """The memory-limit file of a cgroup folder: ``memory.limit_in_bytes`` (v1) or ``memory.max`` (v2)."""
+    for name in ("memory.limit_in_bytes", "memory.max"):
+        if os.path.exists(os.path.join(folder, name)):
+            return name
+    return None
+
+
+def _rmdir_cgroup(folder: str) -> None:
+    """Removes an emptied cgroup; its processes may take a moment to leave it after the kill."""
+    for _ in range(40):
+        try:
+            os.rmdir(folder)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
 class Jail:
     """How a student's test process is contained: ``bwrap``, ``unshare`` (as root) or ``none`` (audit hook only)."""
 
@@ -430,8 +472,61 @@ class Jail:
         self.kind: str | None = None
         self.uid: int | None = None  # the first user id of this grader's range (unshare), else None
         self.why = ""
+        self.cgroup_root: str | None = None  # where per-student memory cgroups are made (unshare, as root)
+        self.cgroup_why = ""
         self._slots: dict[str, int] = {}  # grading folder: slot, while its student is graded
+        self._cgroups: dict[str, str] = {}  # grading folder: its current cgroup
+        self._attempts = itertools.count()
         self._lock = threading.Lock()
+
+    def _detect_cgroup(self) -> None:
+        """A memory cgroup per student, if root may make one here: probed by making (and removing) one."""
+        for root in _cgroup_roots():
+            if not os.path.isdir(root) or not os.access(root, os.W_OK):
+                continue
+            probe = os.path.join(root, f"moe-grade-probe-{os.getpid()}")
+            try:
+                os.mkdir(probe)
+            except OSError:
+                continue
+            try:
+                limit = _cgroup_limit_file(probe)
+                if limit is None:  # cgroup v2 without the memory controller enabled for its children
+                    continue
+                with open(os.path.join(probe, limit), "w") as fh:
+                    fh.write(str(STUDENT_MEMORY_MB * 1024 * 1024))
+                self.cgroup_root = root
+                self.cgroup_why = f"{STUDENT_MEMORY_MB} MiB of memory per student, all its processes together"
+                return
+            except OSError:
+                continue
+            finally:
+                _rmdir_cgroup(probe)
+        self.cgroup_why = (f"memory limited per process only ({MEMORY_LIMIT_MB} MiB of address space each): no memory "
+                           "cgroup could be made here")
+
+    def cgroup_for(self, run: Path) -> str | None:
+        """A fresh memory cgroup for the next attempt of the student graded in ``run``; its ``cgroup.procs``."""
+        if self.cgroup_root is None:
+            return None
+        self.release_cgroup(run)
+        folder = os.path.join(self.cgroup_root, f"moe-grade-{os.getpid()}-{next(self._attempts)}")
+        try:
+            os.mkdir(folder)
+            with open(os.path.join(folder, _cgroup_limit_file(folder) or "memory.max"), "w") as fh:
+                fh.write(str(STUDENT_MEMORY_MB * 1024 * 1024))
+        except OSError:
+            _rmdir_cgroup(folder)
+            return None
+        with self._lock:
+            self._cgroups[str(run)] = folder
+        return os.path.join(folder, "cgroup.procs")
+
+    def release_cgroup(self, run: Path) -> None:
+        with self._lock:
+            folder = self._cgroups.pop(str(run), None)
+        if folder is not None:
+            _rmdir_cgroup(folder)
 
     def uid_for(self, run: Path) -> int | None:
         """The user id the student graded in ``run`` runs as: free among the students graded now."""
@@ -444,6 +539,7 @@ class Jail:
             return self.uid + self._slots[str(run)]
 
     def release(self, run: Path) -> None:
+        self.release_cgroup(run)
         with self._lock:
             self._slots.pop(str(run), None)
 
@@ -457,9 +553,10 @@ class Jail:
                 [unshare, "--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--mount-proc",
                  "true"]):
             self.kind, self.uid = "unshare", UID_BASE + (os.getpid() % 1_000_000) * UID_SLOTS
+            self._detect_cgroup()
             self.why = (f"unshare namespaces ({unshare}): a user id of its own per student (no account), no "
                         "network, the filesystem read-only but for its box, private /tmp and /dev/shm, its own pid "
-                        "namespace")
+                        f"namespace; {self.cgroup_why}")
         elif forced in ("", "bwrap") and bwrap and _probe([bwrap, "--unshare-all", "--ro-bind", "/", "/", "--dev",
                                                             "/dev", "--proc", "/proc", "true"]):
             self.kind, self.why = "bwrap", f"bubblewrap ({bwrap})"
@@ -493,7 +590,8 @@ class Jail:
         cwd = str(box / "work")
         if kind == "unshare":
             plan = {"argv": cmd, "cwd": cwd, "rlimits": self.rlimits(), "uid": self.uid_for(run),
-                    "overlays": _overlays(run, hide), "writable": [str(box / d) for d in ("work", "home", "tmp")]}
+                    "overlays": _overlays(run, hide), "writable": [str(box / d) for d in ("work", "home", "tmp")],
+                    "cgroup_procs": self.cgroup_for(run)}
             path = run / "jail.json"
             path.write_text(json.dumps(plan), encoding="utf-8")
             os.chmod(path, 0o600)

@@ -1188,6 +1188,61 @@ def test_a_student_cannot_use_up_the_processes_of_the_one_graded_alongside(crowd
         assert held and grade.MAX_PROCESSES - 50 < int(held[1]) <= grade.MAX_PROCESSES, held
 
 
+SWARM = textwrap.dedent('''
+    import os, sys
+
+    CHILD = (b"b = bytearray(300 << 20)\\n"
+             b"b[::4096] = b\\"\\\\x01\\" * len(range(0, len(b), 4096))\\n"  # touch every page
+             b"import time\\ntime.sleep(1)\\n")
+
+    def add(a, b):
+        import _posixsubprocess  # starts processes without an audit event
+
+        exe = os.fsencode(sys.executable)
+        pids = []
+        for _ in range(3):
+            r, w = os.pipe()
+            pids.append(_posixsubprocess.fork_exec([exe, b"-I", b"-S", b"-c", CHILD], [exe], True, (w,), None, None,
+                                                   -1, -1, -1, -1, -1, -1, r, w, False, True, -1, None, None, None,
+                                                   -1, None, False))
+        killed = 0
+        for pid in pids:
+            _, status = os.waitpid(pid, 0)
+            killed += os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9
+        return a + b if killed else "HELD 900 MB in three processes"
+''')
+
+
+@pytest.fixture(scope="module")
+def memory_class(course, tmp_path_factory):
+    """One student whose processes together hold 900 MB, each far below the per-process limit, graded with
+    a per-student memory cap of 512 MiB."""
+    root = tmp_path_factory.mktemp("memory")
+    _student(root / "submissions", "swarm", {"ex01_add": SWARM})
+    cap, grade.STUDENT_MEMORY_MB = grade.STUDENT_MEMORY_MB, 512
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = grade.main([str(a) for a in ("--tests-dir", course / "tests" / "exercises", "--submissions",
+                                                root / "submissions", "--out", root / "out", "--timeout", "20")])
+    finally:
+        grade.STUDENT_MEMORY_MB = cap
+    return {"code": code, "out": root / "out", "stdout": stdout.getvalue()}
+
+
+@pytest.mark.skipif(not OS_SANDBOX or grade.JAIL.cgroup_root is None,
+                    reason="needs the unshare sandbox with a memory cgroup (root, cgroup memory controller)")
+def test_a_student_s_processes_share_one_memory_cap(memory_class):
+    """The address-space limit is per process; three processes of 300 MB each pass it. The student's
+    memory cgroup (512 MiB here) counts them together: the kernel kills one, and `add` sees it."""
+    assert memory_class["code"] == 0
+    assert "MiB of memory per student" in memory_class["stdout"]
+    rows = read_csv(memory_class["out"] / "grades.csv")
+    feedback = (memory_class["out"] / "feedback" / "swarm.md").read_text()
+    assert rows["swarm"]["ex01_add"] == "3", feedback
+    assert not list(Path(grade.JAIL.cgroup_root).glob(f"moe-grade-{os.getpid()}-*")), "cgroups left behind"
+
+
 def test_timeout_marker_and_points_kwarg():
     """A test's time limit: @pytest.mark.timeout_s(s), else points(n, timeout_s=s), else the default."""
     from moe_tf import _grade_plugin as plugin
