@@ -453,6 +453,24 @@ def _cgroup_limit_file(folder: str) -> str | None:
     return None
 
 
+def _make_cgroup(folder: str) -> bool:
+    """Makes a memory cgroup capped at ``STUDENT_MEMORY_MB``; False (and nothing left) where that fails."""
+    try:
+        os.mkdir(folder)
+    except OSError:
+        return False
+    limit = _cgroup_limit_file(folder)  # None: not a cgroup, or cgroup v2 without the memory controller for it
+    try:
+        if limit is not None:
+            with open(os.path.join(folder, limit), "w") as fh:
+                fh.write(str(STUDENT_MEMORY_MB * 1024 * 1024))
+            return True
+    except OSError:
+        pass
+    _rmdir_cgroup(folder)
+    return False
+
+
 def _rmdir_cgroup(folder: str) -> None:
     """Removes an emptied cgroup; its processes may take a moment to leave it after the kill."""
     for _ in range(40):
@@ -482,26 +500,12 @@ class Jail:
     def _detect_cgroup(self) -> None:
         """A memory cgroup per student, if root may make one here: probed by making (and removing) one."""
         for root in _cgroup_roots():
-            if not os.path.isdir(root) or not os.access(root, os.W_OK):
-                continue
             probe = os.path.join(root, f"moe-grade-probe-{os.getpid()}")
-            try:
-                os.mkdir(probe)
-            except OSError:
-                continue
-            try:
-                limit = _cgroup_limit_file(probe)
-                if limit is None:  # cgroup v2 without the memory controller enabled for its children
-                    continue
-                with open(os.path.join(probe, limit), "w") as fh:
-                    fh.write(str(STUDENT_MEMORY_MB * 1024 * 1024))
+            if os.path.isdir(root) and os.access(root, os.W_OK) and _make_cgroup(probe):
+                _rmdir_cgroup(probe)
                 self.cgroup_root = root
                 self.cgroup_why = f"{STUDENT_MEMORY_MB} MiB of memory per student, all its processes together"
                 return
-            except OSError:
-                continue
-            finally:
-                _rmdir_cgroup(probe)
         self.cgroup_why = (f"memory limited per process only ({MEMORY_LIMIT_MB} MiB of address space each): no memory "
                            "cgroup could be made here")
 
@@ -511,12 +515,7 @@ class Jail:
             return None
         self.release_cgroup(run)
         folder = os.path.join(self.cgroup_root, f"moe-grade-{os.getpid()}-{next(self._attempts)}")
-        try:
-            os.mkdir(folder)
-            with open(os.path.join(folder, _cgroup_limit_file(folder) or "memory.max"), "w") as fh:
-                fh.write(str(STUDENT_MEMORY_MB * 1024 * 1024))
-        except OSError:
-            _rmdir_cgroup(folder)
+        if not _make_cgroup(folder):
             return None
         with self._lock:
             self._cgroups[str(run)] = folder
