@@ -363,9 +363,7 @@ def graded_class(course, tmp_path_factory):
                     import _posixsubprocess
                     cmd = "echo out > {root}/forked.txt; exec sleep {MARKER}".encode()
                     r, w = os.pipe()
-                    _posixsubprocess.fork_exec([b"/bin/sh", b"-c", cmd], [b"/bin/sh"], True, (w,), None, None, -1, -1,
-                                               -1, -1, -1, -1, r, w, False, True, -1, None, None, None, -1, None,
-                                               False)
+                    {_spawn('[b"/bin/sh", b"-c", cmd]')}
                 except Exception:
                     pass
                 return "hello, " + name
@@ -538,9 +536,7 @@ def graded_class(course, tmp_path_factory):
                     import _posixsubprocess
                     exe = sys.executable.encode()
                     r, w = os.pipe()
-                    _posixsubprocess.fork_exec([exe, b"-c", SCRIPT.encode()], [exe], True, (w,), None, None, -1, -1,
-                                               -1, -1, -1, -1, r, w, False, True, -1, None, None, None, -1, None,
-                                               False)
+                    {_spawn('[exe, b"-c", SCRIPT.encode()]')}
                 except Exception:
                     pass
                 return "hello, " + name
@@ -577,6 +573,15 @@ def graded_class(course, tmp_path_factory):
     return {"root": root, "out": out, "canary": canary, "canary_dir": canary_dir, "proc": capsys_out,
             "students": students, "survivors": survivors,
             "course_tests": (tests_before, _digest(course / "tests" / "exercises"))}
+
+
+def _spawn(argv: str, r: str = "r", w: str = "w") -> str:
+    """Source of one expression that starts ``argv`` (a source list of bytes) with no audit event, as a hostile
+    student would: ``_posixsubprocess.fork_exec`` with this Python's positional arguments (3.11); returns the pid.
+    One definition, checked by ``test_the_students_spawn_call_starts_a_process``, so that a Python whose
+    signature differs cannot turn the attacks that use it into silent no-ops."""
+    return (f"_posixsubprocess.fork_exec({argv}, [({argv})[0]], True, ({w},), None, None, -1, -1, -1, -1, -1, -1, "
+            f"{r}, {w}, False, True, -1, None, None, None, -1, None, False)")
 
 
 MARKER = 86400 + os.getpid()  # "sleep MARKER": the process the "escaper" student leaves behind
@@ -1188,7 +1193,7 @@ def test_a_student_cannot_use_up_the_processes_of_the_one_graded_alongside(crowd
         assert held and grade.MAX_PROCESSES - 50 < int(held[1]) <= grade.MAX_PROCESSES, held
 
 
-SWARM = textwrap.dedent('''
+SWARM = textwrap.dedent(f'''
     import os, sys
 
     CHILD = (b"b = bytearray(300 << 20)\\n"
@@ -1202,15 +1207,30 @@ SWARM = textwrap.dedent('''
         pids = []
         for _ in range(3):
             r, w = os.pipe()
-            pids.append(_posixsubprocess.fork_exec([exe, b"-I", b"-S", b"-c", CHILD], [exe], True, (w,), None, None,
-                                                   -1, -1, -1, -1, -1, -1, r, w, False, True, -1, None, None, None,
-                                                   -1, None, False))
+            pids.append({_spawn('[exe, b"-I", b"-S", b"-c", CHILD]')})
         killed = 0
         for pid in pids:
             _, status = os.waitpid(pid, 0)
             killed += os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9
         return a + b if killed else "HELD 900 MB in three processes"
 ''')
+
+
+def test_the_students_spawn_call_starts_a_process(tmp_path):
+    """``_spawn``'s call works on this Python: the process it starts runs and writes its file."""
+    import _posixsubprocess  # noqa: F401 - the name the generated source uses
+
+    target = tmp_path / "spawned.txt"
+    argv = [os.fsencode(sys.executable), b"-c", f"open({str(target)!r}, 'w').write('ran')".encode()]
+    r, w = os.pipe()
+    try:
+        pid = eval(_spawn("argv"))  # noqa: S307 - our own source, the call the hostile students make
+    finally:
+        os.close(r)
+        os.close(w)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert target.read_text() == "ran"
 
 
 @pytest.fixture(scope="module")
