@@ -7,9 +7,10 @@ two fill fixed capacity slots (`C` per expert) and implement the same maths:
   dispatch tensor `[T, E, C]` and a combine tensor of the same shape, and
   moves data with two einsums. Easy to read and to shard, but its memory is
   `T * E * C = capacity_factor * k * T^2`: quadratic in the tokens.
-- `gather_dispatch`: scatter-adds each kept token into its slot
-  (`segment_sum`), runs the experts, and gathers each token's slots back.
-  Memory is linear in T; the default with a capacity factor.
+- `gather_dispatch`: gathers each slot's token, runs the experts, and
+  gathers each token's slots back; the gradients are gathers too (through
+  the inverse map, slot -> assignment). Memory is linear in T; the default
+  with a capacity factor.
 - `dropless_dispatch`: no capacity and nothing dropped, at sparse cost (the
   MegaBlocks idea, Gale et al. 2022). Each expert's assignments are laid
   out contiguously, each expert's run is padded to a multiple of a block of
@@ -75,28 +76,110 @@ def einsum_dispatch(tokens, indices, positions, weights, keep, experts, num_expe
     return ops.einsum("tec,eco->to", combine, expert_outputs)  # [T, d_out]
 
 
-def gather_dispatch(tokens, indices, positions, weights, keep, experts, num_experts, capacity):
-    """Scatter tokens into slots, run the experts, gather the slots back.
+def _inverse_map(targets, num_targets):
+    """Which source fills each target, for a map where every target has at most one source.
 
-    A flat slot id `e * C + position` names each kept assignment; dropped
-    assignments go to one extra "trash" slot `E * C`, which is discarded on
-    the way in, and are replaced by exact zeros on the way out.
+    Args:
+        targets: `[A]` int32 target of each source; `num_targets` for a
+            source that goes nowhere.
+        num_targets: N (int or scalar tensor).
+
+    Returns:
+        `[N]` int32: the source of each target, -1 where no source goes.
+    """
+    sources = ops.arange(ops.shape(targets)[0], dtype="int32") + 1  # 1-based, so 0 means "empty"
+    filled = ops.segment_sum(sources, targets, num_segments=num_targets + 1)  # [N + 1], int32 ids only
+    return filled[:num_targets] - 1  # the extra segment collects the sources that go nowhere
+
+
+def _take_rows(source, index, valid, back_index, back_valid, fan_in):
+    """`out[i] = source[index[i]]` where `valid[i]`, else exactly 0; its gradient is a gather too.
+
+    Both directions of a dispatch move whole rows between two layouts that
+    know each other (token -> its k slots, slot -> its one token). The
+    default gradient of a gather is a scatter-add into a zero-filled buffer,
+    which XLA:CPU runs serially; here the gradient reads the transposed map
+    instead: row j of `source` receives the rows `back_index[j*fan_in + r]`
+    (r < fan_in) of the upstream gradient where `back_valid` is set, which
+    must be exactly the i with `index[i] == j` and `valid[i]`.
+
+    Args:
+        source: `[M, d]` rows.
+        index: `[N]` int32 row of `source` read by each output row (any value where not valid).
+        valid: `[N]` bool, False where the output row is 0.
+        back_index: `[M * fan_in]` int32, the output rows that read each source row.
+        back_valid: `[M * fan_in]` bool.
+        fan_in: output rows per source row (k for tokens -> slots, 1 for slots -> assignments).
+
+    Returns:
+        `[N, d]`.
+    """
+
+    @ops.custom_gradient
+    def take(rows):
+        out = ops.where(valid[:, None], ops.take(rows, ops.maximum(index, 0), axis=0), 0.0)  # [N, d]
+
+        def grad(upstream, variables=None):  # TensorFlow may pass the variables it saw read inside
+            back = ops.take(upstream, ops.maximum(back_index, 0), axis=0)  # [M * fan_in, d]
+            back = ops.where(back_valid[:, None], back, 0.0)
+            if fan_in > 1:
+                back = ops.sum(ops.reshape(back, (-1, fan_in, back.shape[-1])), axis=1)  # [M, d]
+            return back if variables is None else (back, [None] * len(variables))
+
+        return out, grad
+
+    return take(source)
+
+
+def _slot_dispatch(tokens, slots, keep, num_slots, run_experts):
+    """Moves each kept assignment's token to its slot, runs the experts, brings the slots back.
+
+    Shared by the gather and dropless dispatches, which differ only in the
+    layout of the slots (`[E, C]` capacity slots, or blocks of rows).
+
+    Args:
+        tokens: `[T, d]`.
+        slots: `[T, k]` int32 slot of each assignment in `[0, num_slots)`; any value where not kept.
+        keep: `[T, k]`, 1 where the assignment has a slot. No two kept assignments share a slot.
+        num_slots: S (int or scalar tensor).
+        run_experts: `run_experts(slot_inputs [S, d]) -> [S, d_out]`.
+
+    Returns:
+        `[T, k, d_out]` float32: each assignment's expert output, exactly 0 where not kept.
+    """
+    num_choices = slots.shape[-1]
+    kept = ops.reshape(keep > 0, (-1,))  # [T*k]
+    flat_slots = ops.where(kept, ops.reshape(slots, (-1,)), num_slots)  # [T*k], num_slots = nowhere
+    slot_assignment = _inverse_map(flat_slots, num_slots)  # [S] assignment t*k + j in each slot, -1 if empty
+    filled = slot_assignment >= 0  # [S]
+    slot_tokens = slot_assignment // num_choices  # [S] (where filled)
+    reads = ops.minimum(flat_slots, num_slots - 1)  # [T*k] a valid row everywhere; masked where not kept
+    slot_inputs = _take_rows(tokens, slot_tokens, filled, reads, kept, fan_in=num_choices)  # [S, d], empty slots 0
+    slot_outputs = ops.cast(run_experts(slot_inputs), "float32")  # [S, d_out]
+    gathered = _take_rows(slot_outputs, reads, kept, slot_assignment, filled, fan_in=1)  # [T*k, d_out]
+    return ops.reshape(gathered, (-1, num_choices, gathered.shape[-1]))  # [T, k, d_out]
+
+
+def gather_dispatch(tokens, indices, positions, weights, keep, experts, num_experts, capacity):
+    """Gather tokens into slots, run the experts, gather the slots back.
+
+    Each kept assignment names a flat slot `e * C + position`. The inverse
+    map (which assignment fills each slot, if any) is computed once on int32
+    ids; then both directions, and both of their gradients, are row gathers:
+    no `[T, E, C]` tensor and no scatter of rows. Dropped assignments read
+    exactly 0.
 
     Args and returns: as `einsum_dispatch`.
     """
-    num_tokens = ops.shape(tokens)[0]
-    num_choices = indices.shape[-1]
     num_slots = num_experts * capacity
-    slots = ops.where(keep > 0, indices * capacity + positions, num_slots)  # [T, k]
-    flat_slots = ops.reshape(slots, (-1,))  # [T*k]
-    token_ids = ops.reshape(ops.broadcast_to(ops.arange(num_tokens)[:, None], (num_tokens, num_choices)), (-1,))  # [T*k]
-    routed = ops.take(tokens, token_ids, axis=0)  # [T*k, d]
-    buffer = ops.segment_sum(routed, flat_slots, num_segments=num_slots + 1)  # [E*C + 1, d]
-    expert_inputs = ops.reshape(buffer[:num_slots], (num_experts, capacity, tokens.shape[-1]))  # [E, C, d]
-    expert_outputs = ops.cast(experts(expert_inputs), "float32")  # [E, C, d_out]
-    flat_outputs = ops.reshape(expert_outputs, (num_slots, expert_outputs.shape[-1]))  # [E*C, d_out]
-    gathered = ops.take(flat_outputs, ops.minimum(slots, num_slots - 1), axis=0)  # [T, k, d_out]
-    gathered = ops.where(keep[..., None] > 0, gathered, 0.0)  # a dropped assignment reads exactly 0
+    dim = tokens.shape[-1]
+    slots = indices * capacity + positions  # [T, k]
+
+    def run(slot_inputs):  # [E*C, d] -> [E*C, d_out]
+        outputs = experts(ops.reshape(slot_inputs, (num_experts, capacity, dim)))  # [E, C, d_out]
+        return ops.reshape(outputs, (num_slots, outputs.shape[-1]))
+
+    gathered = _slot_dispatch(tokens, slots, keep, num_slots, run)  # [T, k, d_out]
     return ops.sum(gathered * ops.cast(weights, "float32")[..., None], axis=1)  # [T, d_out]
 
 
@@ -184,7 +267,7 @@ def dropless_layout(indices, keep, num_experts, block):
 def dropless_dispatch(tokens, indices, weights, keep, experts, num_experts, block=None):
     """Every assignment runs, at about `k*T` rows of expert compute (MegaBlocks-style blocks).
 
-    Tokens are scattered into a buffer where each expert's assignments sit
+    Tokens are gathered into a buffer where each expert's assignments sit
     together, padded to whole blocks (`dropless_layout`); the buffer is cut
     into `[B, block, d]` blocks, block j runs through expert
     `block_experts[j]` (`experts(x, expert_ids=...)`), and each assignment's
@@ -207,15 +290,14 @@ def dropless_dispatch(tokens, indices, weights, keep, experts, num_experts, bloc
     if block is None:
         block = dropless_block_size(num_tokens * num_choices, num_experts)
     rows, block_experts, num_rows = dropless_layout(indices, keep, num_experts, block)  # [T, k], [B]
-    flat_rows = ops.reshape(rows, (-1,))  # [T*k]
-    token_ids = ops.reshape(ops.broadcast_to(ops.arange(num_tokens)[:, None], (num_tokens, num_choices)), (-1,))
-    routed = ops.take(tokens, token_ids, axis=0)  # [T*k, d]
-    buffer = ops.segment_sum(routed, flat_rows, num_segments=num_rows + 1)[:num_rows]  # [R, d], rows unique
-    blocks = ops.reshape(buffer, (num_rows // block, block, tokens.shape[-1]))  # [B, b, d]
-    outputs = ops.cast(experts(blocks, expert_ids=block_experts), "float32")  # [B, b, d_out]
-    flat_outputs = ops.reshape(outputs, (num_rows, outputs.shape[-1]))  # [R, d_out]
-    gathered = ops.take(flat_outputs, ops.minimum(rows, num_rows - 1), axis=0)  # [T, k, d_out]
-    gathered = ops.where(keep[..., None] > 0, gathered, 0.0)  # padding reads exactly 0
+    dim = tokens.shape[-1]
+
+    def run(buffer):  # [R, d] -> [R, d_out], block j through expert block_experts[j]
+        blocks = ops.reshape(buffer, (num_rows // block, block, dim))  # [B, b, d]
+        outputs = experts(blocks, expert_ids=block_experts)  # [B, b, d_out]
+        return ops.reshape(outputs, (num_rows, outputs.shape[-1]))
+
+    gathered = _slot_dispatch(tokens, rows, keep, num_rows, run)  # [T, k, d_out], padding reads 0
     return ops.sum(gathered * ops.cast(weights, "float32")[..., None], axis=1)  # [T, d_out]
 
 

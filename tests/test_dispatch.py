@@ -151,6 +151,43 @@ def test_einsum_and_gather_dispatch_agree(case):
     np.testing.assert_allclose(out_gather, expected, atol=1e-5, err_msg="gather dispatch vs per-slot reference")
 
 
+def _outputs_and_grads(dispatch_fn, tokens, weights, indices, positions, keep, experts, num_experts, capacity, cotangent):
+    """Output and the gradients of `sum(out * cotangent)` w.r.t. tokens, weights and the experts' kernel."""
+    with tf.GradientTape() as tape:
+        tape.watch([tokens, weights, experts.kernel])
+        out = dispatch_fn(tokens, indices, positions, weights, keep, experts, num_experts, capacity)
+        loss = tf.reduce_sum(out * cotangent)
+    grads = tape.gradient(loss, [tokens, weights, experts.kernel])
+    return [out] + [tf.convert_to_tensor(g) for g in grads]
+
+
+@given(routing_case(max_tokens=10), st.booleans())
+def test_gather_dispatch_gradients_equal_the_einsum_dispatch(case, jit):
+    """The gather dispatch's hand-written gradients (gathers through the inverse slot map) are the true ones.
+
+    The einsum dispatch's gradients come from TensorFlow's own rules for
+    einsum; the gather dispatch replaces the scatter-add gradient of its
+    gathers by gathers, so every gradient is compared: tokens (each token sums
+    its k slots), gate weights and the experts' kernel (each slot receives its
+    one assignment), with drops and padding tokens.
+    """
+    rng, logits, k, capacity, mask = case
+    num_tokens, num_experts = logits.shape
+    dim, out_dim = 3, 2
+    experts = AffineExperts(num_experts, dim, out_dim, seed=int(rng.integers(1000)))
+    indices, positions, weights, keep = route(logits, k, capacity, mask)
+    tokens = tf.constant(rng.normal(size=(num_tokens, dim)).astype(np.float32))
+    cotangent = tf.constant(rng.normal(size=(num_tokens, out_dim)).astype(np.float32))
+    args = (tokens, tf.constant(weights), indices, positions, keep, experts, num_experts, capacity, cotangent)
+    run = tf.function(_outputs_and_grads, jit_compile=True) if jit else _outputs_and_grads
+    want = _outputs_and_grads(einsum_dispatch, *args)
+    got = run(gather_dispatch, *args)
+    for name, a, b in zip(("output", "d tokens", "d weights", "d expert kernel"), want, got):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5, err_msg=f"{name}: gather != einsum")
+    dropped = np.asarray(keep).sum(-1) == 0  # tokens with no slot at all
+    assert np.all(np.asarray(got[1])[dropped] == 0.0), "a fully dropped token gets exactly zero gradient"
+
+
 @pytest.mark.parametrize("num_tokens, num_experts, k, capacity", [(6, 4, 2, 2), (9, 3, 1, 2), (5, 2, 2, 5)])
 def test_dispatchers_agree_with_real_experts_layer(num_tokens, num_experts, k, capacity):
     rng = np.random.default_rng(num_tokens)
