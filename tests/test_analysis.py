@@ -1,9 +1,9 @@
-"""moe_tf.inspect: the features and examples each expert prefers."""
+"""moe_tf.analysis: the features and examples each expert prefers."""
 
 import numpy as np
 import pytest
 
-from moe_tf.inspect import top_examples, top_features
+from moe_tf.analysis import top_examples, top_features
 
 NAMES = ["good", "bad", "the", "plot", "great"]
 
