@@ -25,8 +25,15 @@ Time limits: ``--timeout`` seconds per test (default 10; a test may ask for more
 the process and, for code that never gives the interpreter back, by the grader killing the process a
 few seconds later; ``--student-timeout`` seconds per student in all (default 600).
 
+Where the course is: the tests, ``exercises/`` and ``solutions/`` live in the course's folder, which
+need not be where the ``moe_tf`` package is installed (``pip install`` puts the package in
+site-packages; the learner's copy of the course is a clone or a student copy). ``--course-root DIR``
+names it; without it, the grader uses the checkout the package was installed from in editable mode,
+else the current folder or the nearest of its parents that has ``tests/exercises/``.
+
 Exit status: 0 when grading ran, whatever the score; 2 for bad arguments (including ``--solutions``
-in a student copy, which has no ``solutions/``); 1 when no test could be collected at all.
+in a student copy, which has no ``solutions/``, and no course folder found); 1 when no test could be
+collected at all.
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+PACKAGE = Path(__file__).resolve().parent  # the installed moe_tf package (site-packages, or a checkout)
 PLUGIN_SOURCE = Path(__file__).with_name("_grade_plugin.py")
 PLUGIN_MODULE = "moe_grade_plugin"
 
@@ -120,6 +127,25 @@ class Catalogue:
         return sorted((t for t in self.tests.values() if t.exercise == exercise), key=lambda t: t.hidden)
 
 
+def is_course(folder: Path) -> bool:
+    """Whether `folder` is a copy of the course: it has the graded tests, ``tests/exercises/``."""
+    return (folder / "tests" / "exercises").is_dir()
+
+
+def find_course(start: Path | None = None) -> Path | None:
+    """The course folder: the checkout the package runs from, else `start` (the cwd) or its nearest parent that is one.
+
+    Returns None when there is none (a package installed from a wheel, run outside any copy of the course).
+    """
+    if is_course(PACKAGE.parent):  # an editable install or a checkout on sys.path
+        return PACKAGE.parent
+    start = Path.cwd() if start is None else start
+    for folder in (start.resolve(), *start.resolve().parents):
+        if is_course(folder):
+            return folder
+    return None
+
+
 @dataclass
 class Options:
     tests_dir: Path
@@ -130,6 +156,7 @@ class Options:
     max_output: int
     max_restarts: int
     deny_read: list[Path]
+    course: Path = field(default_factory=lambda: find_course() or Path.cwd())  # tests/, exercises/, pyproject.toml
     keep: bool = False
     verbose: bool = False
 
@@ -323,13 +350,13 @@ def course_test_helpers(folder: Path) -> list[Path]:
     return [entry for entry in sorted(folder.glob("*.py")) if entry.name == "conftest.py" or entry.name.startswith("_")]
 
 
-def _pytest_ini() -> str:
+def _pytest_ini(course: Path) -> str:
     """The course's pytest settings that matter for grading (warning filters), as a standalone ini."""
     lines = ["[pytest]", "addopts =", "filterwarnings ="]
     try:
         import tomllib
 
-        conf = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+        conf = tomllib.loads((course / "pyproject.toml").read_text(encoding="utf-8"))
         filters = conf["tool"]["pytest"]["ini_options"].get("filterwarnings", [])
     except Exception:  # noqa: BLE001 - no pyproject, no filters
         filters = ["ignore::DeprecationWarning"]
@@ -367,7 +394,7 @@ def build_sandbox(run: Path, student_dir: Path | None, opts: Options, part: str 
         (hidden / "__init__.py").touch()
     for sub in ("home", "tmp", "work"):
         (box / sub).mkdir(parents=True, exist_ok=True)
-    (box / "pytest.ini").write_text(_pytest_ini(), encoding="utf-8")
+    (box / "pytest.ini").write_text(_pytest_ini(opts.course), encoding="utf-8")
     uid = JAIL.uid_for(run)
     if uid is not None:  # the student runs as a user of its own: only work/, home/ and tmp/ are theirs
         for sub in ("home", "tmp", "work"):
@@ -584,12 +611,12 @@ class Jail:
 
         return apply
 
-    def wrap(self, cmd: list[str], run: Path, box: Path, hide: list[Path]) -> list[str]:
+    def wrap(self, cmd: list[str], run: Path, box: Path, hide: list[Path], course: Path) -> list[str]:
         kind = self.detect()
         cwd = str(box / "work")
         if kind == "unshare":
             plan = {"argv": cmd, "cwd": cwd, "rlimits": self.rlimits(), "uid": self.uid_for(run),
-                    "overlays": _overlays(run, hide), "writable": [str(box / d) for d in ("work", "home", "tmp")],
+                    "overlays": _overlays(run, hide, course), "writable": [str(box / d) for d in ("work", "home", "tmp")],
                     "cgroup_procs": self.cgroup_for(run)}
             path = run / "jail.json"
             path.write_text(json.dumps(plan), encoding="utf-8")
@@ -612,9 +639,9 @@ class Jail:
 JAIL = Jail()
 
 
-def _needed_paths() -> list[str]:
-    """What the test process must read: Python, the virtual environment, the course, the datasets."""
-    paths = {sys.base_prefix, sys.prefix, str(REPO), os.path.dirname(os.path.realpath(sys.executable))}
+def _needed_paths(course: Path) -> list[str]:
+    """What the test process must read: Python, the virtual environment, the package, the course, the datasets."""
+    paths = {sys.base_prefix, sys.prefix, str(PACKAGE), str(course), os.path.dirname(os.path.realpath(sys.executable))}
     paths.update(p for p in sys.path if p and os.path.isdir(p))
     for var in ("MOE_TF_DATA_DIR", "MOE_TF_CACHE_DIR"):
         if os.environ.get(var):
@@ -625,10 +652,10 @@ def _needed_paths() -> list[str]:
     return sorted({os.path.realpath(p) for p in paths})
 
 
-def _overlays(run: Path, hide: list[Path]) -> list:
+def _overlays(run: Path, hide: list[Path], course: Path) -> list:
     """``[target, keep, writable]`` mounts of the unshare plan (see ``_grade_jail``)."""
     run = os.path.realpath(run)
-    needed = [*_needed_paths(), run]
+    needed = [*_needed_paths(course), run]
     out: dict[str, list] = {}
     for t in ("/tmp", "/var/tmp", "/dev/shm"):
         out[t] = [t, [], True]
@@ -816,7 +843,7 @@ def _grade_part(run: Path, result: StudentResult, private: Path | None, opts: Op
     part_ids = set(known)
     box = run / "box"
     target = box / "tests" / "exercises" / ("_hidden" if hidden_part else "")
-    hide = [p for p in [*opts.deny_read, REPO / "solutions", Path(tempfile.gettempdir())] if p is not None]
+    hide = [p for p in [*opts.deny_read, opts.course / "solutions", Path(tempfile.gettempdir())] if p is not None]
     cmd = [sys.executable, "-P", "-B", "-m", "pytest", str(target).rstrip("/"),
            "-p", PLUGIN_MODULE, "-p", "no:cacheprovider", "-c", str(box / "pytest.ini"), "--rootdir", str(box),
            "-q", "--tb=short", "--show-capture=no", "--continue-on-collection-errors", "--color=no"]
@@ -832,7 +859,7 @@ def _grade_part(run: Path, result: StudentResult, private: Path | None, opts: Op
         config = {
             "report_fd": report_fd,
             "allow_write": [str(box)],
-            "deny_read": [str(p) for p in opts.deny_read] + [str(REPO / "solutions")],
+            "deny_read": [str(p) for p in opts.deny_read] + [str(opts.course / "solutions")],
             "deny_read_other_runs": [os.path.dirname(os.path.realpath(run)), os.path.realpath(run)],
             "deny_read_after_collect": [str(box / "tests" / "exercises" / "_hidden")] if opts.hidden_dir else [],
             "hidden_nodeid_prefix": "tests/exercises/_hidden/" if opts.hidden_dir else None,
@@ -843,7 +870,7 @@ def _grade_part(run: Path, result: StudentResult, private: Path | None, opts: Op
             "max_file_size": MAX_FILE_BYTES,
             "student_dir": str(box / "exercises"),
             "msg_limit": MSG_LIMIT,
-            "copy_roots": [str(REPO / "moe_tf"), str(REPO / "solutions")],
+            "copy_roots": [str(PACKAGE), str(opts.course / "solutions")],
             "copy_allow": {k: list(v) for k, v in COPY_ALLOW.items()},
         }
         (run / "config.json").write_text(json.dumps(config), encoding="utf-8")
@@ -897,7 +924,7 @@ def _grade_part(run: Path, result: StudentResult, private: Path | None, opts: Op
             elif ev == "done":
                 state["done_at"] = time.monotonic()
 
-        jail_cmd = JAIL.wrap(cmd, run, box, hide)
+        jail_cmd = JAIL.wrap(cmd, run, box, hide, opts.course)
         try:
             with open(log_path, "wb") as log:
                 proc = subprocess.Popen(jail_cmd, cwd=box / "work", env=env, stdin=subprocess.DEVNULL, stdout=log,
@@ -1114,7 +1141,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "messages are never shown: feedback lists only their names, points and pass/fail")
     p.add_argument("--exercise", metavar="EX", nargs="+",
                    help="grade only these exercises (prefix match: ex03, ex1, 3)")
-    p.add_argument("--tests-dir", metavar="DIR", type=Path, default=REPO / "tests" / "exercises",
+    p.add_argument("--course-root", metavar="DIR", type=Path,
+                   help="the course folder, with tests/exercises/ and exercises/ (default: the checkout moe_tf runs "
+                        "from, else the current folder or its nearest parent that has tests/exercises/)")
+    p.add_argument("--tests-dir", metavar="DIR", type=Path,
                    help="the visible test modules (default: the course's tests/exercises)")
     p.add_argument("--timeout", metavar="S", type=float, default=10.0,
                    help="default per-test time limit in seconds (default 10; tests may set their own with "
@@ -1135,8 +1165,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.solutions and not (REPO / "solutions").is_dir():
-        parser.error(f"--solutions: no solutions/ folder in {REPO}: this is a student copy of the course "
+    if args.course_root is not None:
+        if not is_course(args.course_root):
+            parser.error(f"--course-root {args.course_root}: not a copy of the course (it has no tests/exercises/ folder)")
+        course = args.course_root.resolve()
+    else:
+        course = find_course()
+    if course is None:
+        parser.error(f"cannot find the course: no tests/exercises/ folder in {Path.cwd()} or its parents, and moe_tf "
+                     f"is installed from a package ({PACKAGE}), not from a copy of the course. Run moe-grade inside "
+                     "your copy of the course (the folder with exercises/ and tests/), or pass --course-root DIR.")
+    if args.solutions and not (course / "solutions").is_dir():
+        parser.error(f"--solutions: no solutions/ folder in {course}: this is a student copy of the course "
                      "(tools/student_version.py leaves the reference solutions out). Grade your own work with "
                      "plain moe-grade; the references are with your instructor.")
 
@@ -1147,7 +1187,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{option} {path}: no such directory")
         return path.resolve()
 
-    tests_dir = need_dir(args.tests_dir, "--tests-dir")
+    tests_dir = need_dir(args.tests_dir or course / "tests" / "exercises", "--tests-dir")
     hidden = need_dir(args.hidden_tests, "--hidden-tests")
     submissions = need_dir(args.submissions, "--submissions")
     exercises = need_dir(args.exercises, "--exercises")
@@ -1159,13 +1199,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1 or args.max_restarts < 0:
         parser.error("--jobs must be at least 1 and --max-restarts at least 0")
     if submissions is None:
-        folder = exercises or (REPO / ("solutions" if args.solutions else "exercises"))
+        folder = exercises or (course / ("solutions" if args.solutions else "exercises"))
         if not folder.is_dir():
             parser.error(f"{folder}: no such directory")
     deny = [p for p in (hidden, submissions) if p is not None]
     opts = Options(tests_dir=tests_dir, hidden_dir=hidden, exercises=_prefixes(args.exercise),
                    timeout=args.timeout, student_timeout=args.student_timeout, max_output=args.max_output,
-                   max_restarts=args.max_restarts, deny_read=deny, keep=args.keep, verbose=args.verbose)
+                   max_restarts=args.max_restarts, deny_read=deny, course=course, keep=args.keep,
+                   verbose=args.verbose)
     catalogue = Catalogue()
 
     if submissions is None:

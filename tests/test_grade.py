@@ -1304,9 +1304,9 @@ def test_bad_arguments_exit_2(args, capsys):
 
 def test_solutions_without_a_solutions_folder_exit_2(tmp_path, monkeypatch, capsys):
     """In a student copy (no solutions/), --solutions is refused with a message that says why."""
-    monkeypatch.setattr(grade, "REPO", tmp_path)
+    (tmp_path / "tests" / "exercises").mkdir(parents=True)  # a course folder, as a student copy has, but no solutions/
     with pytest.raises(SystemExit) as exc:
-        grade.main(["--solutions"])
+        grade.main(["--course-root", str(tmp_path), "--solutions"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "moe-grade: error: --solutions: no solutions/ folder in" in err and "student copy" in err

@@ -119,3 +119,75 @@ def test_moe_grade_solutions_exits_2_in_the_copy(copy):
     assert proc.returncode == 2, proc.stdout + proc.stderr + _untracked_hint()
     assert f"--solutions: no solutions/ folder in {dest}" in proc.stderr, proc.stderr
     assert "student copy" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """A fresh virtual environment with moe-tf installed from a wheel of this checkout (not editable).
+
+    Its dependencies (TensorFlow, Keras, pytest) come from this interpreter's site-packages, added
+    as a plain path (its `.pth` files, the editable install among them, are not processed), so
+    `import moe_tf` there finds the wheel's copy in site-packages, as after `pip install moe-tf`.
+    """
+    import site
+    import sysconfig
+    import venv
+
+    import shutil
+
+    root = tmp_path_factory.mktemp("wheel")
+    source = root / "source"  # what the build reads, copied: building writes build/ and *.egg-info next to it
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copyfile(REPO / name, source / name)
+    shutil.copytree(REPO / "moe_tf", source / "moe_tf", ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(root / "dist"), str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stdout + built.stderr
+    wheel = next((root / "dist").glob("moe_tf-*.whl"))
+    env_dir = root / "venv"
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    python = env_dir / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    here = [p for p in {sysconfig.get_paths()["purelib"], *site.getsitepackages()} if os.path.isdir(p)]
+    Path(purelib, "zz_course_deps.pth").write_text("\n".join(here) + "\n")
+    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
+                           "-q", str(wheel)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return env_dir
+
+
+def _moe_grade(env_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_")) and k != "PYTHONPATH"}
+    env.update(PYTHONDONTWRITEBYTECODE="1", TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([str(env_dir / "bin" / "moe-grade"), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
+def test_moe_grade_from_an_installed_wheel_grades_the_student_copy(copy, installed, tmp_path):
+    """`pip install moe-tf` puts the package in site-packages: the grader finds the course from the cwd."""
+    dest = copy[0]
+    where = subprocess.run([str(installed / "bin" / "python"), "-c", "import moe_tf; print(moe_tf.__file__)"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert str(installed) in where.stdout, f"the venv must import the wheel's moe_tf: {where.stdout}{where.stderr}"
+
+    inside = _moe_grade(installed, dest / "exercises", "--exercise", "ex01")  # cwd: a folder inside the course
+    out = inside.stdout + inside.stderr
+    assert inside.returncode == 0, out + _untracked_hint()
+    assert f"Grading {dest / 'exercises'}" in inside.stdout, out
+    total = next(line for line in inside.stdout.splitlines() if line.startswith("total"))
+    assert "passed" in total and total.split()[2] == "/" and total.split()[1] != total.split()[3], (
+        f"the untouched stubs must not score full marks: {total}")
+
+    outside = _moe_grade(installed, tmp_path)  # no course here, and the package is not in one
+    assert outside.returncode == 2, outside.stdout + outside.stderr
+    assert "cannot find the course" in outside.stderr and "--course-root" in outside.stderr, outside.stderr
+
+    named = _moe_grade(installed, tmp_path, "--course-root", str(dest), "--exercise", "ex01")
+    assert named.returncode == 0, named.stdout + named.stderr
+    assert f"Grading {dest / 'exercises'}" in named.stdout, named.stdout
+    assert next(line for line in named.stdout.splitlines() if line.startswith("total")) == total
+
+    wrong = _moe_grade(installed, tmp_path, "--course-root", str(tmp_path))
+    assert wrong.returncode == 2 and "not a copy of the course" in wrong.stderr, wrong.stderr
