@@ -20,6 +20,7 @@ Inputs may be numpy arrays; return numpy arrays (or anything `np.asarray`
 accepts). numpy is enough for every function here.
 """
 
+# stub: import numpy as np  # noqa: F401 - for your solution
 import numpy as np
 
 
@@ -44,10 +45,12 @@ def softmax(logits):
         >>> softmax(np.array([[1000.0, 1000.0]]))   # no overflow
         array([[0.5, 0.5]])
     """
+    # --- solution
     z = np.asarray(logits, dtype=np.float64)
     z = z - np.max(z, axis=-1, keepdims=True)
     e = np.exp(z)
     return e / np.sum(e, axis=-1, keepdims=True)
+    # --- end solution
 
 
 def softmax_gate(x, w_gate):
@@ -66,8 +69,10 @@ def softmax_gate(x, w_gate):
         >>> softmax_gate(x, w_gate)            # logits [1, -1]
         array([[0.88079708, 0.11920292]])
     """
+    # --- solution
     logits = np.asarray(x, dtype=np.float64) @ np.asarray(w_gate, dtype=np.float64)
     return softmax(logits)
+    # --- end solution
 
 
 def dense_mixture(x, w_gate, expert_kernels, expert_biases=None):
@@ -93,12 +98,14 @@ def dense_mixture(x, w_gate, expert_kernels, expert_biases=None):
         >>> dense_mixture(x, w_gate, kernels)              # 0.881 * 1 + 0.119 * 2
         array([[1.11920292]])
     """
+    # --- solution
     x = np.asarray(x, dtype=np.float64)
     gates = softmax_gate(x, w_gate)  # [B, E]
     outputs = np.einsum("bd,edo->beo", x, np.asarray(expert_kernels, dtype=np.float64))  # [B, E, d_out]
     if expert_biases is not None:
         outputs = outputs + np.asarray(expert_biases, dtype=np.float64)[None, :, :]
     return np.einsum("be,beo->bo", gates, outputs)
+    # --- end solution
 
 
 def one_logit_gate(z):
@@ -121,5 +128,7 @@ def one_logit_gate(z):
         array([[0.5       , 0.5       ],
                [0.88079708, 0.11920292]])
     """
+    # --- solution
     z = np.asarray(z, dtype=np.float64)
     return softmax(np.stack([z, np.zeros_like(z)], axis=-1))
+    # --- end solution

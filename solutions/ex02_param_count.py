@@ -50,11 +50,13 @@ def expert_params(d, h, d_out=None, use_bias=True, gated=False):
         >>> expert_params(4, 8, use_bias=False, gated=True)   # 3 * 4*8
         96
     """
+    # --- solution
     d_out = d if d_out is None else d_out
     params = d * h + h * d_out + (d * h if gated else 0)
     if use_bias:
         params += h + d_out + (h if gated else 0)
     return params
+    # --- end solution
 
 
 def router_params(d, num_experts, use_bias=False, noisy=False):
@@ -76,7 +78,9 @@ def router_params(d, num_experts, use_bias=False, noisy=False):
         >>> router_params(4, 3, use_bias=True, noisy=True)   # 12 + 3 + 12
         27
     """
+    # --- solution
     return d * num_experts + (num_experts if use_bias else 0) + (d * num_experts if noisy else 0)
+    # --- end solution
 
 
 def moe_param_counts(d, h, num_experts, k, d_out=None, use_bias=True, router_bias=False, noisy_router=False,
@@ -101,6 +105,7 @@ def moe_param_counts(d, h, num_experts, k, d_out=None, use_bias=True, router_bia
         >>> moe_param_counts(d=4, h=8, num_experts=3, k=1)
         {'per_expert': 76, 'router': 12, 'total': 240, 'active': 88}
     """
+    # --- solution
     if not 1 <= k <= num_experts:
         raise ValueError(f"k must be in [1, num_experts={num_experts}]; got k={k}")
     per_expert = expert_params(d, h, d_out=d_out, use_bias=use_bias, gated=gated)
@@ -111,6 +116,7 @@ def moe_param_counts(d, h, num_experts, k, d_out=None, use_bias=True, router_bia
         "total": router + num_experts * per_expert,
         "active": router + k * per_expert,
     }
+    # --- end solution
 
 
 def ffn_flops_per_token(d, h, d_out=None, gated=False):
@@ -129,8 +135,10 @@ def ffn_flops_per_token(d, h, d_out=None, gated=False):
         >>> ffn_flops_per_token(4, 8)           # 2*4*8 + 2*8*4
         128
     """
+    # --- solution
     d_out = d if d_out is None else d_out
     return 2 * d * h + 2 * h * d_out + (2 * d * h if gated else 0)
+    # --- end solution
 
 
 def moe_flops_per_token(d, h, num_experts, k, d_out=None, gated=False):
@@ -155,9 +163,11 @@ def moe_flops_per_token(d, h, num_experts, k, d_out=None, gated=False):
         >>> moe_flops_per_token(d=4, h=8, num_experts=3, k=3)   # dense mixture: 24 + 3 * 128
         408
     """
+    # --- solution
     if not 1 <= k <= num_experts:
         raise ValueError(f"k must be in [1, num_experts={num_experts}]; got k={k}")
     return 2 * d * num_experts + k * ffn_flops_per_token(d, h, d_out=d_out, gated=gated)
+    # --- end solution
 
 
 def split_shared_and_expert(total, active, num_experts, k):
@@ -187,9 +197,11 @@ def split_shared_and_expert(total, active, num_experts, k):
         >>> split_shared_and_expert(46.7e9, 12.9e9, num_experts=8, k=2)
         (1633333333.3333..., 45066666666.666...)       # ~1.6B shared, ~45.1B in experts
     """
+    # --- solution
     if not 1 <= k < num_experts:
         raise ValueError(f"need 1 <= k < num_experts to separate shared from expert parameters; got k={k}, "
                          f"num_experts={num_experts}")
     per_slot = (total - active) / (num_experts - k)
     experts_total = num_experts * per_slot
     return total - experts_total, experts_total
+    # --- end solution

@@ -18,6 +18,7 @@ accepts). numpy is enough (`np.argsort(..., kind="stable")` keeps ties in
 index order).
 """
 
+# stub: import numpy as np  # noqa: F401 - for your solution
 import numpy as np
 
 
@@ -48,6 +49,7 @@ def top_k_gates(logits, k):
         >>> top_k_gates(np.array([[1.0, 1.0, 1.0, 0.0]]), k=2)[1]    # a tie: lower index first
         array([[0, 1]])
     """
+    # --- solution
     logits = np.asarray(logits, dtype=np.float64)
     num_experts = logits.shape[-1]
     if not (isinstance(k, (int, np.integer)) and 1 <= k <= num_experts):
@@ -59,3 +61,4 @@ def top_k_gates(logits, k):
     gates = np.zeros_like(logits)
     np.put_along_axis(gates, indices, top, axis=-1)
     return gates, indices
+    # --- end solution

@@ -24,6 +24,7 @@ Inputs may be numpy arrays; return numpy arrays (or anything `np.asarray`
 accepts). numpy is enough.
 """
 
+# stub: import numpy as np  # noqa: F401 - for your solution
 import numpy as np
 
 
@@ -44,8 +45,10 @@ def softplus(x):
         >>> softplus(np.array([0.0, 1.0, 1000.0, -1000.0]))
         array([6.93147181e-01, 1.31326169e+00, 1.00000000e+03, 0.00000000e+00])
     """
+    # --- solution
     x = np.asarray(x, dtype=np.float64)
     return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
+    # --- end solution
 
 
 def noisy_logits(x, w_gate, w_noise, noise):
@@ -67,10 +70,12 @@ def noisy_logits(x, w_gate, w_noise, noise):
         >>> noisy_logits(x, w_gate, w_noise, np.array([[0.0, 2.0, 0.0]]))
         array([[1.        , 1.38629436, 0.5       ]])
     """
+    # --- solution
     x = np.asarray(x, dtype=np.float64)
     clean = x @ np.asarray(w_gate, dtype=np.float64)
     scale = softplus(x @ np.asarray(w_noise, dtype=np.float64))
     return clean + np.asarray(noise, dtype=np.float64) * scale
+    # --- end solution
 
 
 def keep_top_k(h, k):
@@ -91,11 +96,13 @@ def keep_top_k(h, k):
         >>> keep_top_k(np.array([[1.0, 1.386, 0.5]]), k=2)
         array([[1.   , 1.386,  -inf]])
     """
+    # --- solution
     h = np.asarray(h, dtype=np.float64)
     order = np.argsort(-h, axis=-1, kind="stable")[:, :k]
     kept = np.full_like(h, -np.inf)
     np.put_along_axis(kept, order, np.take_along_axis(h, order, axis=-1), axis=-1)
     return kept
+    # --- end solution
 
 
 def noisy_top_k_gating(x, w_gate, w_noise, k, noise):
@@ -121,9 +128,11 @@ def noisy_top_k_gating(x, w_gate, w_noise, k, noise):
         >>> gates                                # softmax([1, 1.386]) on experts 0 and 1
         array([[0.40460968, 0.59539032, 0.        ]])
     """
+    # --- solution
     h = noisy_logits(x, w_gate, w_noise, noise)
     kept = keep_top_k(h, k)
     z = np.exp(kept - kept.max(axis=-1, keepdims=True))  # exp(-inf) = 0 outside the top k
     gates = z / z.sum(axis=-1, keepdims=True)
     indices = np.argsort(-h, axis=-1, kind="stable")[:, :k]
     return gates, indices
+    # --- end solution

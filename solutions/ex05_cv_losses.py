@@ -33,8 +33,10 @@ Inputs may be numpy arrays; return numpy arrays or floats. numpy and
 `math.erf` are enough (Phi(z) = (1 + erf(z / sqrt 2)) / 2).
 """
 
+# stub: import math  # noqa: F401 - for your solution
 import math
 
+# stub: import numpy as np  # noqa: F401 - for your solution
 import numpy as np
 
 EPSILON = 1e-10
@@ -58,11 +60,13 @@ def cv_squared(v):
         >>> cv_squared(np.array([5.0, 5.0]))
         0.0
     """
+    # --- solution
     v = np.asarray(v, dtype=np.float64)
     if v.shape[-1] <= 1:
         return 0.0
     mean = v.mean()
     return float(np.mean((v - mean) ** 2) / (mean**2 + EPSILON))
+    # --- end solution
 
 
 def importance(gates):
@@ -78,7 +82,9 @@ def importance(gates):
         >>> importance(np.array([[0.7, 0.3, 0.0], [0.1, 0.6, 0.3]]))
         array([0.8, 0.9, 0.3])
     """
+    # --- solution
     return np.asarray(gates, dtype=np.float64).sum(axis=0)
+    # --- end solution
 
 
 def importance_loss(gates, weight=1.0):
@@ -95,7 +101,9 @@ def importance_loss(gates, weight=1.0):
         >>> importance_loss(np.array([[0.7, 0.3, 0.0], [0.1, 0.6, 0.3]]))    # CV^2 of [0.8, 0.9, 0.3]
         0.15499999996...                              # ~0.155
     """
+    # --- solution
     return weight * cv_squared(importance(gates))
+    # --- end solution
 
 
 def normal_cdf(z):
@@ -111,8 +119,10 @@ def normal_cdf(z):
         >>> normal_cdf(np.array([0.0, -1.0, 1.96]))
         array([0.5       , 0.15865525, 0.9750021 ])
     """
+    # --- solution
     z = np.asarray(z, dtype=np.float64)
     return 0.5 * (1.0 + np.vectorize(math.erf)(z / math.sqrt(2.0)))
+    # --- end solution
 
 
 def smooth_load(clean_logits, noisy_logits, noise_stddev, k):
@@ -139,6 +149,7 @@ def smooth_load(clean_logits, noisy_logits, noise_stddev, k):
         >>> smooth_load(np.array([[1.0, 0.0, 0.5]]), np.array([[1.0, 1.5, 0.5]]), np.ones((1, 3)), k=1)
         array([0.30853754, 0.15865525, 0.15865525])      # [Phi(-0.5), Phi(-1), Phi(-1)]
     """
+    # --- solution
     clean = np.asarray(clean_logits, dtype=np.float64)
     noisy = np.asarray(noisy_logits, dtype=np.float64)
     num_tokens, num_experts = clean.shape
@@ -151,6 +162,7 @@ def smooth_load(clean_logits, noisy_logits, noise_stddev, k):
     is_in = noisy > threshold_if_in
     threshold = np.where(is_in, threshold_if_in, threshold_if_out)
     return normal_cdf((clean - threshold) / stddev).sum(axis=0)
+    # --- end solution
 
 
 def load_loss(clean_logits, noisy_logits, noise_stddev, k, weight=1.0):
@@ -167,4 +179,6 @@ def load_loss(clean_logits, noisy_logits, noise_stddev, k, weight=1.0):
         >>> load_loss(np.array([[1.0, 0.0, 0.5]]), np.array([[1.0, 1.5, 0.5]]), np.ones((1, 3)), k=1)
         0.1147...                                        # CV^2 of [0.3085, 0.1587, 0.1587]
     """
+    # --- solution
     return weight * cv_squared(smooth_load(clean_logits, noisy_logits, noise_stddev, k))
+    # --- end solution

@@ -30,6 +30,7 @@ Scaling to Trillion Parameter Models with Simple and Efficient Sparsity",
 section 2.2, equations (4)-(6) (alpha = 1e-2 in the paper).
 """
 
+# stub: from keras import ops  # noqa: F401 - for your solution
 from keras import ops
 
 
@@ -47,10 +48,12 @@ def expert_fractions(router_probs):
         >>> expert_fractions(probs)            # top-1 experts 0, 1, 0, 2
         [0.5, 0.25, 0.25]
     """
+    # --- solution
     probs = ops.convert_to_tensor(router_probs, dtype="float32")
     num_experts = probs.shape[-1]
     top1 = ops.one_hot(ops.argmax(probs, axis=-1), num_experts, dtype="float32")  # [T, N]
     return ops.mean(top1, axis=0)
+    # --- end solution
 
 
 def mean_router_probs(router_probs):
@@ -66,7 +69,9 @@ def mean_router_probs(router_probs):
         >>> mean_router_probs(probs)           # the probs of expert_fractions' example
         [0.375, 0.35, 0.275]
     """
+    # --- solution
     return ops.mean(ops.convert_to_tensor(router_probs, dtype="float32"), axis=0)
+    # --- end solution
 
 
 def switch_balance_loss(router_probs, alpha=1e-2):
@@ -87,7 +92,9 @@ def switch_balance_loss(router_probs, alpha=1e-2):
         >>> switch_balance_loss(np.array([[0.51, 0.49], [0.51, 0.49], [0.0, 1.0]]), alpha=1.0)
         0.8933...                                      # f = [2/3, 1/3], P = [0.34, 0.66]: below alpha
     """
+    # --- solution
     probs = ops.cast(ops.convert_to_tensor(router_probs), "float32")
     num_experts = probs.shape[-1]
     fractions = ops.stop_gradient(expert_fractions(probs))  # a count: no gradient
     return alpha * num_experts * ops.sum(fractions * mean_router_probs(probs))
+    # --- end solution

@@ -22,6 +22,7 @@ equation (5).
 Inputs may be numpy arrays; return numpy arrays or floats. numpy is enough.
 """
 
+# stub: import numpy as np  # noqa: F401 - for your solution
 import numpy as np
 
 
@@ -38,9 +39,11 @@ def logsumexp(x):
         >>> logsumexp(np.array([[0.0, 0.0], [1000.0, 1000.0], [-1000.0, 0.0]]))
         array([6.93147181e-01, 1.00069315e+03, 0.00000000e+00])
     """
+    # --- solution
     x = np.asarray(x, dtype=np.float64)
     m = np.max(x, axis=-1)
     return m + np.log(np.sum(np.exp(x - m[..., None]), axis=-1))
+    # --- end solution
 
 
 def router_z_loss(logits):
@@ -58,7 +61,9 @@ def router_z_loss(logits):
         >>> router_z_loss(np.array([[1000.0, 1000.0]]))           # (1000 + log 2)^2, no overflow
         1001386.7...
     """
+    # --- solution
     return float(np.mean(logsumexp(logits) ** 2))
+    # --- end solution
 
 
 def router_z_loss_grad(logits):
@@ -78,7 +83,9 @@ def router_z_loss_grad(logits):
         array([[0.34657359, 0.34657359],        # (2/2) * log 2 * 0.5
                [0.84657359, 0.84657359]])       # (2/2) * (1 + log 2) * 0.5
     """
+    # --- solution
     x = np.asarray(logits, dtype=np.float64)
     lse = logsumexp(x)  # [B]
     softmax = np.exp(x - lse[:, None])  # stable: x - lse <= 0
     return 2.0 / x.shape[0] * lse[:, None] * softmax
+    # --- end solution

@@ -23,8 +23,10 @@ Two traps this exercise is about:
 Work with numpy (or `keras.ops`); integer outputs may be any integer dtype.
 """
 
+# stub: from fractions import Fraction  # noqa: F401  (for your solution)
 from fractions import Fraction
 
+# stub: import numpy as np  # noqa: F401  (for your solution)
 import numpy as np
 
 
@@ -51,10 +53,13 @@ def expert_capacity(num_tokens, num_experts, k, capacity_factor):
         >>> expert_capacity(num_tokens=200, num_experts=8, k=2, capacity_factor=1.1)  # not 56
         55
     """
+    # --- solution
+    # stub: raise NotImplementedError("exercise 08: implement expert_capacity")
     ratio = Fraction(str(capacity_factor))  # "1.1" -> 11/10 exactly
     numerator = ratio.numerator * k * int(num_tokens)
     denominator = ratio.denominator * num_experts
     return int(-(-numerator // denominator))  # ceil(a / b) = -floor(-a / b) for integers
+    # --- end solution
 
 
 def capacity_positions(indices, num_experts, capacity):
@@ -94,6 +99,8 @@ def capacity_positions(indices, num_experts, capacity):
                [ True, False],
                [False, False]])
     """
+    # --- solution
+    # stub: raise NotImplementedError("exercise 08: implement capacity_positions")
     indices = np.asarray(indices, dtype=np.int64)
     num_tokens, k = indices.shape
     one_hot = np.eye(num_experts, dtype=np.int64)[indices]  # [T, k, E]
@@ -104,3 +111,4 @@ def capacity_positions(indices, num_experts, capacity):
     positions = positions.reshape(k, num_tokens).T  # [T, k]
     keep = positions < capacity
     return positions, keep
+    # --- end solution

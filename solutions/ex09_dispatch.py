@@ -25,6 +25,7 @@ what carries it on unchanged. Empty slots of the buffer hold zeros.
 Work with numpy (or `keras.ops`).
 """
 
+# stub: import numpy as np  # noqa: F401  (for your solution)
 import numpy as np
 
 
@@ -55,6 +56,8 @@ def dispatch_tokens(x, indices, positions, keep, num_experts, capacity):
                [[5., 6.],
                 [0., 0.]]])
     """
+    # --- solution
+    # stub: raise NotImplementedError("exercise 09: implement dispatch_tokens")
     x = np.asarray(x)
     indices = np.asarray(indices)
     positions = np.asarray(positions)
@@ -63,6 +66,7 @@ def dispatch_tokens(x, indices, positions, keep, num_experts, capacity):
     tokens, choices = np.nonzero(keep)  # every kept assignment once
     np.add.at(buffer, (indices[tokens, choices], positions[tokens, choices]), x[tokens])
     return buffer
+    # --- end solution
 
 
 def combine_outputs(expert_outputs, indices, positions, keep, gates):
@@ -89,6 +93,8 @@ def combine_outputs(expert_outputs, indices, positions, keep, gates):
         array([[15.],
                [20.]])
     """
+    # --- solution
+    # stub: raise NotImplementedError("exercise 09: implement combine_outputs")
     expert_outputs = np.asarray(expert_outputs)
     indices = np.asarray(indices)
     keep = np.asarray(keep).astype(bool)
@@ -99,6 +105,7 @@ def combine_outputs(expert_outputs, indices, positions, keep, gates):
     gathered = expert_outputs[indices, safe_positions]  # [T, k, d_out]
     gathered = np.where(keep[..., None], gathered, 0.0)  # dropped: exactly 0
     return np.sum(gathered * gates[..., None], axis=1)
+    # --- end solution
 
 
 def moe_forward(x, indices, gates, positions, keep, expert_fn, num_experts, capacity):
@@ -123,9 +130,12 @@ def moe_forward(x, indices, gates, positions, keep, expert_fn, num_experts, capa
         array([[1.5],
                [0. ]])
     """
+    # --- solution
+    # stub: raise NotImplementedError("exercise 09: implement moe_forward")
     expert_inputs = dispatch_tokens(x, indices, positions, keep, num_experts, capacity)
     expert_outputs = np.asarray(expert_fn(expert_inputs))
     return combine_outputs(expert_outputs, indices, positions, keep, gates)
+    # --- end solution
 
 
 def dispatch_mask(indices, positions, keep, num_experts, capacity):
@@ -149,6 +159,8 @@ def dispatch_mask(indices, positions, keep, num_experts, capacity):
                [[0.],
                 [0.]]])
     """
+    # --- solution
+    # stub: raise NotImplementedError("exercise 09: implement dispatch_mask")
     indices = np.asarray(indices)
     positions = np.asarray(positions)
     keep = np.asarray(keep).astype(np.float64)
@@ -156,6 +168,7 @@ def dispatch_mask(indices, positions, keep, num_experts, capacity):
     in_range = (positions >= 0) & (positions < capacity)
     slot_one_hot = np.eye(capacity + 1)[np.where(in_range, positions, capacity)][..., :capacity]  # [T, k, C]
     return np.einsum("tke,tkc->tec", expert_one_hot, slot_one_hot)
+    # --- end solution
 
 
 def combine_weights(indices, positions, keep, gates, num_experts, capacity):
@@ -180,6 +193,8 @@ def combine_weights(indices, positions, keep, gates, num_experts, capacity):
                [[0. ],
                 [0. ]]])
     """
+    # --- solution
+    # stub: raise NotImplementedError("exercise 09: implement combine_weights")
     indices = np.asarray(indices)
     positions = np.asarray(positions)
     weights = np.asarray(keep).astype(np.float64) * np.asarray(gates, dtype=np.float64)  # [T, k]
@@ -187,3 +202,4 @@ def combine_weights(indices, positions, keep, gates, num_experts, capacity):
     in_range = (positions >= 0) & (positions < capacity)
     slot_one_hot = np.eye(capacity + 1)[np.where(in_range, positions, capacity)][..., :capacity]  # [T, k, C]
     return np.einsum("tke,tkc->tec", expert_one_hot, slot_one_hot)
+    # --- end solution

@@ -27,6 +27,7 @@ would change with the padding; see the docstring of `masked_moe_forward`).
 Work with numpy (or `keras.ops`).
 """
 
+# stub: import numpy as np  # noqa: F401  (for your solution)
 import numpy as np
 
 
@@ -53,6 +54,8 @@ def masked_capacity_positions(indices, num_experts, capacity, token_mask):
         >>> positions[1:, 0], keep[:, 0]
         (array([0, 1, 0]), array([False,  True, False,  True]))
     """
+    # --- solution
+    # stub: raise NotImplementedError("exercise 10: implement masked_capacity_positions")
     indices = np.asarray(indices, dtype=np.int64)
     real = np.asarray(token_mask).astype(bool)
     num_tokens, k = indices.shape
@@ -62,6 +65,7 @@ def masked_capacity_positions(indices, num_experts, capacity, token_mask):
     positions = (before * queue).sum(axis=-1).reshape(k, num_tokens).T  # [T, k]
     keep = (positions < capacity) & real[:, None]
     return positions, keep
+    # --- end solution
 
 
 def masked_balance_loss(router_probs, indices, token_mask):
@@ -88,6 +92,8 @@ def masked_balance_loss(router_probs, indices, token_mask):
         >>> float(masked_balance_loss(probs, np.array([[0], [1], [1]]), np.array([1, 1, 0])))
         1.0
     """
+    # --- solution
+    # stub: raise NotImplementedError("exercise 10: implement masked_balance_loss")
     probs = np.asarray(router_probs, dtype=np.float64)
     real = np.asarray(token_mask).astype(bool)
     num_experts = probs.shape[-1]
@@ -96,6 +102,7 @@ def masked_balance_loss(router_probs, indices, token_mask):
     fraction = counts / max(counts.sum(), 1e-12)
     mean_prob = np.where(real[:, None], probs, 0.0).sum(axis=0) / max(real.sum(), 1)
     return float(num_experts * np.sum(fraction * mean_prob))
+    # --- end solution
 
 
 def masked_moe_forward(x, token_mask, router_kernel, expert_in, expert_out, k, capacity=None):
@@ -133,6 +140,8 @@ def masked_moe_forward(x, token_mask, router_kernel, expert_in, expert_out, k, c
         (array([[1., 0.],
                [0., 0.]]), 1.7616)
     """
+    # --- solution
+    # stub: raise NotImplementedError("exercise 10: implement masked_moe_forward")
     x = np.asarray(x, dtype=np.float64)
     lead_shape = x.shape[:-1]
     tokens = x.reshape(-1, x.shape[-1])  # [T, d]
@@ -156,3 +165,4 @@ def masked_moe_forward(x, token_mask, router_kernel, expert_in, expert_out, k, c
     y = np.where(keep[..., None], gates[..., None] * outputs, 0.0).sum(axis=1)  # dropped/padding: exactly 0
     loss = masked_balance_loss(probs, indices, real)
     return y.reshape(lead_shape + (y.shape[-1],)), loss
+    # --- end solution

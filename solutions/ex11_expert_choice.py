@@ -26,8 +26,10 @@ n; among equal scores the lower token index is picked first.
 Work with numpy (or `keras.ops`).
 """
 
+# stub: from fractions import Fraction  # noqa: F401  (for your solution)
 from fractions import Fraction
 
+# stub: import numpy as np  # noqa: F401  (for your solution)
 import numpy as np
 
 
@@ -46,8 +48,11 @@ def expert_choice_capacity(num_tokens, num_experts, capacity_factor):
         >>> expert_choice_capacity(8, 4, 2), expert_choice_capacity(6, 4, 1), expert_choice_capacity(4, 2, 4)
         (4, 2, 4)
     """
+    # --- solution
+    # stub: raise NotImplementedError("exercise 11: implement expert_choice_capacity")
     ratio = Fraction(str(capacity_factor)) * num_tokens / num_experts
     return min(int(-(-ratio.numerator // ratio.denominator)), int(num_tokens))
+    # --- end solution
 
 
 def expert_choice_routing(x, router_kernel, capacity):
@@ -74,12 +79,15 @@ def expert_choice_routing(x, router_kernel, capacity):
         array([[0.8808, 0.7311],
                [0.9526, 0.7311]])
     """
+    # --- solution
+    # stub: raise NotImplementedError("exercise 11: implement expert_choice_routing")
     logits = np.asarray(x, dtype=np.float64) @ np.asarray(router_kernel, dtype=np.float64)  # [n, e]
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     scores = shifted / shifted.sum(axis=-1, keepdims=True)  # softmax over experts
     indices = np.argsort(-scores.T, axis=-1, kind="stable")[:, :capacity]  # [e, c], ties -> lower token
     gates = np.take_along_axis(scores.T, indices, axis=-1)  # [e, c]
     return scores, indices, gates
+    # --- end solution
 
 
 def experts_per_token(indices, num_tokens):
@@ -96,7 +104,10 @@ def experts_per_token(indices, num_tokens):
         >>> experts_per_token(np.array([[0, 1], [0, 2]]), num_tokens=4)
         array([2, 1, 1, 0])
     """
+    # --- solution
+    # stub: raise NotImplementedError("exercise 11: implement experts_per_token")
     return np.bincount(np.asarray(indices).ravel(), minlength=num_tokens)
+    # --- end solution
 
 
 def expert_choice_forward(x, router_kernel, expert_fn, capacity):
@@ -121,6 +132,8 @@ def expert_choice_forward(x, router_kernel, expert_fn, capacity):
                [0.    , 0.    ],
                [0.    , 2.8577]])
     """
+    # --- solution
+    # stub: raise NotImplementedError("exercise 11: implement expert_choice_forward")
     x = np.asarray(x, dtype=np.float64)
     _, indices, gates = expert_choice_routing(x, router_kernel, capacity)
     expert_inputs = x[indices]  # [e, c, d] gather
@@ -128,3 +141,4 @@ def expert_choice_forward(x, router_kernel, expert_fn, capacity):
     y = np.zeros((x.shape[0], outputs.shape[-1]))
     np.add.at(y, indices.ravel(), (gates[..., None] * outputs).reshape(-1, outputs.shape[-1]))  # scatter-add
     return y
+    # --- end solution

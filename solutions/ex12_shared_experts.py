@@ -31,8 +31,10 @@ which belongs to the surrounding block (as in `moe_tf.MixtureOfExperts`).
 Work with numpy (or `keras.ops`); counts are Python ints.
 """
 
+# stub: import math  # noqa: F401  (for your solution)
 import math
 
+# stub: import numpy as np  # noqa: F401  (for your solution)
 import numpy as np
 
 
@@ -50,7 +52,10 @@ def expert_combinations(num_experts, k):
         >>> expert_combinations(16, 2), expert_combinations(64, 8)
         (120, 4426165368)
     """
+    # --- solution
+    # stub: raise NotImplementedError("exercise 12: implement expert_combinations")
     return math.comb(num_experts, k)
+    # --- end solution
 
 
 def fine_grained_config(num_experts, k, hidden, m):
@@ -72,9 +77,12 @@ def fine_grained_config(num_experts, k, hidden, m):
         >>> fine_grained_config(16, 2, hidden=1024, m=4)
         (64, 8, 256)
     """
+    # --- solution
+    # stub: raise NotImplementedError("exercise 12: implement fine_grained_config")
     if hidden % m:
         raise ValueError(f"hidden={hidden} must be divisible by m={m}")
     return num_experts * m, k * m, hidden // m
+    # --- end solution
 
 
 def ffn_param_count(num_experts, d_model, hidden):
@@ -92,7 +100,10 @@ def ffn_param_count(num_experts, d_model, hidden):
         >>> ffn_param_count(16, 8, 32), ffn_param_count(64, 8, 8)
         (8192, 8192)
     """
+    # --- solution
+    # stub: raise NotImplementedError("exercise 12: implement ffn_param_count")
     return num_experts * 2 * d_model * hidden
+    # --- end solution
 
 
 def active_flops_per_token(k, d_model, hidden):
@@ -113,7 +124,10 @@ def active_flops_per_token(k, d_model, hidden):
         >>> active_flops_per_token(2, 8, 32), active_flops_per_token(8, 8, 8)
         (2048, 2048)
     """
+    # --- solution
+    # stub: raise NotImplementedError("exercise 12: implement active_flops_per_token")
     return k * 2 * (2 * d_model * hidden)
+    # --- end solution
 
 
 def split_expert(w_in, w_out, m):
@@ -136,6 +150,8 @@ def split_expert(w_in, w_out, m):
         >>> fine_in.shape, fine_out.shape, fine_in[1].tolist()
         ((2, 2, 2), (2, 2, 3), [[2.0, 3.0], [6.0, 7.0]])
     """
+    # --- solution
+    # stub: raise NotImplementedError("exercise 12: implement split_expert")
     w_in = np.asarray(w_in)
     w_out = np.asarray(w_out)
     d, h = w_in.shape
@@ -144,6 +160,7 @@ def split_expert(w_in, w_out, m):
     fine_in = w_in.reshape(d, m, h // m).transpose(1, 0, 2)  # [m, d, h/m]
     fine_out = w_out.reshape(m, h // m, w_out.shape[-1])  # [m, h/m, d_out]
     return fine_in, fine_out
+    # --- end solution
 
 
 def deepseek_moe_forward(x, router_kernel, routed_in, routed_out, shared_in, shared_out, k):
@@ -174,6 +191,8 @@ def deepseek_moe_forward(x, router_kernel, routed_in, routed_out, shared_in, sha
         ...                      eye, eye, k=1).round(4)                 # [1, 2] + 0.7311 * [2, 4]
         array([[2.4621, 4.9242]])
     """
+    # --- solution
+    # stub: raise NotImplementedError("exercise 12: implement deepseek_moe_forward")
     x = np.asarray(x, dtype=np.float64)
     shared_in = np.asarray(shared_in, dtype=np.float64)
     shared_out = np.asarray(shared_out, dtype=np.float64)
@@ -193,3 +212,4 @@ def deepseek_moe_forward(x, router_kernel, routed_in, routed_out, shared_in, sha
     hidden = np.maximum(np.einsum("td,tkdh->tkh", x, routed_in[indices]), 0.0)
     routed = np.einsum("tkh,tkhd->tkd", hidden, routed_out[indices])  # [T, k, d]
     return y + np.sum(gates[..., None] * routed, axis=1)
+    # --- end solution

@@ -29,8 +29,12 @@ Write `route_with_bias` with `keras.ops` (it must stay differentiable with
 respect to the router logits); the other two functions may use numpy.
 """
 
+# --- solution
+# stub: import numpy as np  # noqa: F401  (for your solution)
+# stub: from keras import ops  # noqa: F401  (for your solution)
 import numpy as np
 from keras import ops
+# --- end solution
 
 
 def route_with_bias(logits, bias, k):
@@ -58,6 +62,8 @@ def route_with_bias(logits, bias, k):
         >>> np.asarray(indices).tolist(), np.asarray(gates, dtype=np.float64).round(3).tolist()
         ([[2, 1]], [[0.35, 0.65]])
     """
+    # --- solution
+    # stub: raise NotImplementedError("exercise 13: implement route_with_bias")
     scores = ops.sigmoid(ops.cast(ops.convert_to_tensor(logits), "float32"))  # [T, E]
     bias = ops.stop_gradient(ops.cast(ops.convert_to_tensor(bias), "float32"))  # not a trained parameter
     _, indices = ops.top_k(scores + bias, k=k)  # selection only
@@ -65,6 +71,7 @@ def route_with_bias(logits, bias, k):
     chosen = ops.take_along_axis(scores, indices, axis=-1)  # the ORIGINAL affinities
     gates = chosen / ops.sum(chosen, axis=-1, keepdims=True)
     return gates, indices
+    # --- end solution
 
 
 def expert_load(indices, num_experts):
@@ -81,7 +88,10 @@ def expert_load(indices, num_experts):
         >>> expert_load(np.array([[0, 1], [0, 2], [0, 1]]), 4)
         array([3, 2, 1, 0])
     """
+    # --- solution
+    # stub: raise NotImplementedError("exercise 13: implement expert_load")
     return np.bincount(np.asarray(indices).ravel(), minlength=num_experts)
+    # --- end solution
 
 
 def update_bias(bias, load, gamma):
@@ -103,5 +113,8 @@ def update_bias(bias, load, gamma):
         >>> update_bias(np.zeros(4), np.array([6, 2, 4, 4]), gamma=0.01)
         array([-0.01,  0.01,  0.  ,  0.  ])
     """
+    # --- solution
+    # stub: raise NotImplementedError("exercise 13: implement update_bias")
     load = np.asarray(load, dtype=np.float64)
     return np.asarray(bias, dtype=np.float64) - gamma * np.sign(load - load.mean())
+    # --- end solution

@@ -1,3 +1,32 @@
+# --- solution
+# stub: """Exercise 15: the bug museum.
+# stub:
+# stub: Learning goal: recognise, from its symptom, the mistakes that MoE code really
+# stub: contains, and repair them. Each exhibit is a small function or layer holding
+# stub: one bug (sometimes two), re-expressed faithfully in TensorFlow/Keras: first
+# stub: the code samples of this course's Chinese source texts (seeds 000 to 004,
+# stub: listed by title in the README's "Sources"; not distributed with the course),
+# stub: then mistakes that public MoE code has made or that its authors had to guard
+# stub: against.
+# stub:
+# stub: Every exhibit in this file is broken. Read its docstring (the story and the
+# stub: symptom), run the tests, and fix the code in place: keep the names and
+# stub: signatures, change as little as you can. A test's failure message names the
+# stub: symptom it detected.
+# stub:
+# stub: Run the tests: `pytest tests/exercises/test_ex15_bug_museum.py`.
+# stub:
+# stub: Exhibits:
+# stub:     A  make_selector              a softmax over one unit (seed 002)
+# stub:     B  fusion                     silent broadcasting in a "weighted sum" (seed 002)
+# stub:     C  seed001_moe_output         concatenation + mean instead of a mixture (seed 001)
+# stub:     D  build_two_expert_classifier  an "MoE" classifier with no gate (seed 003)
+# stub:     E  seed004_forward            torch.mean over the experts, gate ignored (seed 004)
+# stub:     F  capacity_positions         inclusive cumsum: one slot per expert lost
+# stub:     G  dispatch_and_combine       gates in the dispatch tensor: inputs scaled twice
+# stub:     H  combine_top1               dropped tokens leak input * gate
+# stub:     I  BalancedRouter             the balance loss computed and never added
+# stub: """
 """Exercise 15: the bug museum (reference solution: every exhibit repaired).
 
 Learning goal: recognise, from its symptom, the mistakes that MoE code really
@@ -26,6 +55,7 @@ Exhibits:
     H  combine_top1               dropped tokens leak input * gate
     I  BalancedRouter             the balance loss computed and never added
 """
+# --- end solution
 
 import keras
 import tensorflow as tf
@@ -51,8 +81,11 @@ def make_selector(num_experts):
     >>> make_selector(2)(np.ones((3, 5), "float32")).shape
     TensorShape([3, 2])
     """
+    # --- solution
+    # stub: return keras.layers.Dense(1, activation="softmax")
     # FIX: one unit per expert; the softmax then runs across the experts.
     return keras.layers.Dense(num_experts, activation="softmax")
+    # --- end solution
 
 
 # ---------------------------------------------------------------------------
@@ -82,9 +115,12 @@ def fusion(expert_outputs, weights):
     >>> fusion([tf.ones((1, 3)), 2 * tf.ones((1, 3))], tf.constant([[0.25, 0.75]]))
     # [[1.75, 1.75, 1.75]]
     """
+    # --- solution
+    # stub: return tf.reduce_sum(tf.multiply(expert_outputs, weights), axis=0)
     # FIX: put the experts on axis 1 and give the weights an explicit feature axis.
     stacked = tf.stack(expert_outputs, axis=1)  # [B, E, d]
     return tf.reduce_sum(stacked * weights[:, :, None], axis=1)  # [B, d]
+    # --- end solution
 
 
 # ---------------------------------------------------------------------------
@@ -113,10 +149,14 @@ def seed001_moe_output(expert_outputs, mixture_logits):
     examples together. It crashes for almost every shape, and where it runs
     the result is not a mixture.
     """
+    # --- solution
+    # stub: mixture_outputs = tf.reshape(mixture_logits, [-1, 1])
+    # stub: return tf.concat(expert_outputs, axis=1) * mixture_outputs + tf.reduce_mean(expert_outputs, axis=1)
     # FIX: softmax the logits into gates, stack the experts, weighted sum over the expert axis.
     gates = tf.nn.softmax(mixture_logits, axis=-1)  # [B, E]
     stacked = tf.stack(expert_outputs, axis=1)  # [B, E, o]
     return tf.reduce_sum(gates[:, :, None] * stacked, axis=1)  # [B, o]
+    # --- end solution
 
 
 # ---------------------------------------------------------------------------
@@ -145,9 +185,12 @@ def build_two_expert_classifier(input_dim, num_classes, units=32):
     inputs = keras.Input(shape=(input_dim,))
     expert_0 = keras.layers.Dense(units, activation="relu", name="expert_0")(inputs)
     expert_1 = keras.layers.Dense(units, activation="relu", name="expert_1")(inputs)
+    # --- solution
+    # stub: mixed = keras.layers.Average(name="weighted_average")([expert_0, expert_1])
     # FIX: a gate computed from the input, and a gate-weighted sum instead of Average().
     gate = keras.layers.Dense(2, activation="softmax", name="gate")(inputs)  # [B, 2]
     mixed = gate[:, 0:1] * expert_0 + gate[:, 1:2] * expert_1  # [B, units]
+    # --- end solution
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="head")(mixed)
     return keras.Model(inputs, outputs, name="two_expert_classifier")
 
@@ -177,8 +220,12 @@ def seed004_forward(expert_outputs, gates):
     and the router gets no gradient (`tape.gradient(..., gates)` is None).
     """
     stacked = tf.stack(expert_outputs, axis=0)  # [E, B, 1]
+    # --- solution
+    # stub: mean_output = tf.reduce_mean(stacked, axis=0)  # [B, 1]
+    # stub: return mean_output
     # FIX: weight each expert by its gate instead of tf.reduce_mean(stacked, axis=0).
     return tf.einsum("be,ebo->bo", gates, stacked)
+    # --- end solution
 
 
 # ---------------------------------------------------------------------------
@@ -209,8 +256,11 @@ def capacity_positions(expert_index, num_experts, capacity):
     balanced routing.
     """
     mask = tf.one_hot(expert_index, num_experts, dtype=tf.int32)  # [T, E]
+    # --- solution
+    # stub: positions = tf.reduce_sum(tf.cumsum(mask, axis=0) * mask, axis=1)  # [T]
     # FIX: exclusive=True, so the first token in each expert is at position 0.
     positions = tf.reduce_sum(tf.cumsum(mask, axis=0, exclusive=True) * mask, axis=1)  # [T]
+    # --- end solution
     keep = tf.cast(positions < capacity, tf.float32)
     return positions, keep
 
@@ -246,8 +296,11 @@ def dispatch_and_combine(expert_index, gate, positions, keep, num_experts, capac
     slot_one_hot = tf.one_hot(positions, capacity, dtype=tf.float32)  # [T, C]; out of range -> zeros
     routed = expert_one_hot[:, :, None] * slot_one_hot[:, None, :] * tf.cast(keep, tf.float32)[:, None, None]
     combine = tf.cast(gate, tf.float32)[:, None, None] * routed
+    # --- solution
+    # stub: dispatch = combine
     # FIX: dispatch is binary: where a token goes, not how much it counts.
     dispatch = routed
+    # --- end solution
     return dispatch, combine
 
 
@@ -283,8 +336,11 @@ def combine_top1(tokens, expert_outputs, gate, keep):
     """
     kept = tf.cast(keep, tokens.dtype)[:, None] > 0
     weighted = tf.cast(gate, tokens.dtype)[:, None] * expert_outputs
+    # --- solution
+    # stub: return tf.where(kept, weighted, tf.cast(gate, tokens.dtype)[:, None] * tokens)
     # FIX: a dropped token contributes exactly 0 (not gate * token); the residual passes it on.
     return tf.where(kept, weighted, tf.zeros_like(weighted))
+    # --- end solution
 
 
 # ---------------------------------------------------------------------------
@@ -327,6 +383,8 @@ class BalancedRouter(keras.layers.Layer):
         P = ops.mean(probs, axis=0)
         aux = self.alpha * self.num_experts * ops.sum(f * P)
         self.last_balance_loss = aux
+        # --- solution only
         # FIX: hand the loss to Keras; computing it is not enough.
         self.add_loss(aux)
+        # --- end solution
         return probs

@@ -1,3 +1,4 @@
+# stub: """Exercise 16: the MoE interview quiz.
 """Exercise 16: the MoE interview quiz (reference answers).
 
 Learning goal: answer, with numbers and from the papers, the questions that
@@ -26,6 +27,7 @@ Run the tests: `pytest tests/exercises/test_ex16_quiz.py` (one point per questio
 #      per token, because each token runs through only k of the E experts.
 #   c) Both parameters and compute per token shrink, because the experts share weights.
 #   d) Parameters stay the same and compute per token grows E times, because every expert sees every token.
+# stub: Q1_MOE_REDUCES_PARAMETERS = None  # one of "a", "b", "c", "d"
 Q1_MOE_REDUCES_PARAMETERS = "b"
 
 # Q2 (multiple choice). Seed 000 describes an "独立训练阶段" ("independent training stage") in which
@@ -36,17 +38,21 @@ Q1_MOE_REDUCES_PARAMETERS = "b"
 #   c) Jointly and end to end: one loss, one backward pass; an expert's gradient is scaled by its gate
 #      value, and the router learns through the gate values and the auxiliary balance loss.
 #   d) Experts are frozen copies of a dense model; only the router is trained.
+# stub: Q2_HOW_EXPERTS_ARE_TRAINED = None  # one of "a", "b", "c", "d"
 Q2_HOW_EXPERTS_ARE_TRAINED = "c"
 
 # Q3 (number, +/- 0.5). Mixtral 8x7B (Jiang et al. 2024): total parameters, in billions.
 # (Not 8 * 7 = 56: the experts are only the feed-forward blocks; attention and embeddings are shared.)
+# stub: Q3_MIXTRAL_TOTAL_PARAMS_BILLION = None
 Q3_MIXTRAL_TOTAL_PARAMS_BILLION = 46.7
 
 # Q4 (number, +/- 0.3). Mixtral 8x7B: parameters used (active) per token, in billions (top-2 of 8 experts).
+# stub: Q4_MIXTRAL_ACTIVE_PARAMS_BILLION = None
 Q4_MIXTRAL_ACTIVE_PARAMS_BILLION = 12.9
 
 # Q5 (number). Switch Transformer's load-balancing loss is alpha * N * sum_i f_i * P_i. The value of alpha
 # the paper uses (large enough to balance the load, small enough not to overwhelm the cross-entropy loss).
+# stub: Q5_SWITCH_ALPHA = None
 Q5_SWITCH_ALPHA = 1e-2
 
 # Q6 (multiple choice). What is the capacity factor of Switch Transformer / GShard?
@@ -56,6 +62,7 @@ Q5_SWITCH_ALPHA = 1e-2
 #   d) A multiplier on each expert's buffer: capacity = capacity_factor * k * tokens / experts; above 1 it
 #      leaves slack for uneven routing, and tokens routed past a full expert overflow (skip the expert
 #      and are carried on by the residual connection).
+# stub: Q6_CAPACITY_FACTOR = None  # one of "a", "b", "c", "d"
 Q6_CAPACITY_FACTOR = "d"
 
 # Q7 (multiple choice). Switch Transformer trains in bfloat16 but computes the router in float32
@@ -66,6 +73,7 @@ Q6_CAPACITY_FACTOR = "d"
 #   b) float32 matrix multiplications are faster than bfloat16 ones on TPUs.
 #   c) To save memory: the router's activations are the largest tensors of the layer.
 #   d) Because bfloat16 cannot represent integers, and the router outputs expert indices.
+# stub: Q7_ROUTER_IN_FLOAT32 = None  # one of "a", "b", "c", "d"
 Q7_ROUTER_IN_FLOAT32 = "a"
 
 # Q8 (multiple choice). Expert-choice routing (Zhou et al. 2022) lets each expert pick its top-c tokens,
@@ -75,30 +83,37 @@ Q7_ROUTER_IN_FLOAT32 = "a"
 #   c) An expert's choice of a token depends on the other tokens of the batch, including tokens that come
 #      later in the sequence: the routing is not causal.
 #   d) It drops more tokens than top-k token choice.
+# stub: Q8_EXPERT_CHOICE_DECODING = None  # one of "a", "b", "c", "d"
 Q8_EXPERT_CHOICE_DECODING = "c"
 
 # Q9 (number, +/- 1e-6). Compute the (weighted) Switch balance loss alpha * E * sum_i f_i * P_i for
 # E = 4 experts, alpha = 0.01, token fractions f = [0.5, 0.25, 0.125, 0.125] and mean router
 # probabilities P = [0.4, 0.3, 0.2, 0.1].
+# stub: Q9_SWITCH_LOSS_VALUE = None
 Q9_SWITCH_LOSS_VALUE = 0.0125
 
 # Q10 (integer). Expert capacity for a batch of T = 1024 tokens, E = 8 experts, top-2 routing,
 # capacity factor 1.25 (round up).
+# stub: Q10_EXPERT_CAPACITY = None
 Q10_EXPERT_CAPACITY = 320
 
 # Q11 (integer, exact). DeepSeekMoE's "fine-grained expert segmentation": instead of 16 experts with
 # top-2 routing (C(16, 2) = 120 possible expert combinations per token), split each expert into 4 smaller
 # ones (64 experts, top-8: same parameters, same compute). How many combinations can a token choose from?
+# stub: Q11_FINE_GRAINED_COMBINATIONS = None
 Q11_FINE_GRAINED_COMBINATIONS = 4426165368
 
 # Q12 (number). The weight of the router z-loss, (1/B) * sum_x (log sum_j exp(x_j))^2, in ST-MoE.
+# stub: Q12_Z_LOSS_COEFFICIENT = None
 Q12_Z_LOSS_COEFFICIENT = 1e-3
 
 # Q13 (number, +/- 1). The largest sparsely-gated MoE model of Shazeer et al. (2017), in billions of parameters.
+# stub: Q13_SHAZEER_2017_MAX_PARAMS_BILLION = None
 Q13_SHAZEER_2017_MAX_PARAMS_BILLION = 137
 
 # Q14 (integer, exact). Parameters of one MoE feed-forward layer: model width d = 512, E = 8 experts,
 # each expert Dense(2048, relu) -> Dense(512), both with biases, and a router Dense(8) with a bias.
+# stub: Q14_MOE_FFN_TOTAL_PARAMS = None
 Q14_MOE_FFN_TOTAL_PARAMS = 16801800
 
 # Q15 (multiple choice). Seed 000 says mixed-precision training "利用浮点数和整数的组合" ("uses a
@@ -109,4 +124,5 @@ Q14_MOE_FFN_TOTAL_PARAMS = 16801800
 #   b) Integer arithmetic for the forward pass and floating point for the backward pass.
 #   c) Training some experts in float16 and the others in float32.
 #   d) Quantising the trained weights to int8 after training.
+# stub: Q15_MIXED_PRECISION = None  # one of "a", "b", "c", "d"
 Q15_MIXED_PRECISION = "a"
