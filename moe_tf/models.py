@@ -234,21 +234,12 @@ def build_ngram_model(model, input_dim, num_classes, *, num_experts=8, k=2, capa
     return keras.Model(inputs, outputs, name=model.replace("-", "_"))
 
 
-def _linear_moe_cost(layer):
-    d, E = layer.router.kernel.shape
-    units = layer.units
-    per_expert = d * units + (units if layer.use_bias else 0)
-    router_active = d * E + (E if layer.router.use_bias else 0)
-    router_total = router_active + (d * E if layer.router.noise == "gaussian" else 0)
-    active_experts = E if layer.k is None else layer.k
-    total = router_total + E * per_expert
-    active = router_active + active_experts * per_expert
-    return total, active, 2 * (d * E + active_experts * d * units)
-
-
 def _tokens_per_example(layer):
     """How many times a layer runs per example: 1 for `[batch, dim]`, L for `[batch, L, dim]`."""
-    shape = tuple(layer.input.shape)
+    inputs = layer.input
+    if isinstance(inputs, (list, tuple)):  # a layer called with extra inputs (e.g. a mask): the first is the data
+        inputs = inputs[0]
+    shape = tuple(inputs.shape)
     inner = shape[1:-1]
     if any(n is None for n in inner):
         raise ValueError(
@@ -264,30 +255,15 @@ def _dense_cost(layer):
     return params, params, 2 * d_in * units * _tokens_per_example(layer)
 
 
-def _moe_cost(layer):
-    router, experts = layer.router, layer.experts
-    d, E = router.kernel.shape
-    h = experts.units
-    d_out = experts.output_kernel.shape[-1]
-    per_expert = d * h + h * d_out + ((h + d_out) if experts.use_bias else 0)
-    router_active = d * E + (E if router.use_bias else 0)
-    router_total = router_active + (d * E if router.noise == "gaussian" else 0)
-    active_experts = E if layer.k is None else layer.k
-    total = router_total + E * per_expert
-    active = router_active + active_experts * per_expert
-    flops = 2 * (d * E + active_experts * (d * h + h * d_out)) * _tokens_per_example(layer)
-    return total, active, flops
-
-
 _NORMALIZATION = (keras.layers.LayerNormalization, keras.layers.BatchNormalization)
 
 
 def _layer_costs(layer):
     """(total params, active params, active FLOPs) of one layer, recursing into nested models."""
-    if isinstance(layer, MixtureOfExperts):
-        return _moe_cost(layer)
-    if isinstance(layer, LinearExpertsMoE):
-        return _linear_moe_cost(layer)
+    if hasattr(layer, "cost"):  # the library's MoE layers, TransformerBlock, TokenAndPositionEmbedding
+        cost = layer.cost()
+        flops = cost.flops_per_token * _tokens_per_example(layer) if cost.flops_per_token else 0
+        return cost.total_params, cost.active_params, flops
     if isinstance(layer, keras.layers.Dense):
         return _dense_cost(layer)
     if isinstance(layer, keras.Model):  # Sequential / Functional blocks
@@ -300,7 +276,8 @@ def _layer_costs(layer):
         return n, n, 0
     raise ValueError(
         f"`model_cost` cannot account for layer {layer.name!r} of type {type(layer).__name__}; "
-        f"supported layers with weights: Dense, MixtureOfExperts, LayerNormalization, BatchNormalization."
+        f"supported layers with weights: Dense, LayerNormalization, BatchNormalization, and layers with a "
+        f"`cost()` method (every MoE layer of moe_tf, TransformerBlock, TokenAndPositionEmbedding)."
     )
 
 
@@ -309,11 +286,15 @@ def model_cost(model):
 
     Conventions are in the module docstring: FLOPs = 2 × matmul multiply-adds of
     one inference forward pass; a `MixtureOfExperts` layer counts its router and
-    k of its E experts as active (all E when `k=None`).
+    k of its E experts as active (all E when `k=None`). Every layer of the
+    library reports its own cost (`layer.cost()`, a `moe_tf.layers.LayerCost`
+    per token), which this function multiplies by the tokens per example.
 
     Args:
-        model: a built functional `keras.Model` made of `Dense`, `MixtureOfExperts`,
-            normalization and weight-free layers (nested models are walked).
+        model: a built functional `keras.Model` made of `Dense`, the library's
+            layers (every MoE layer, `TransformerBlock`, `TokenAndPositionEmbedding`),
+            normalization and weight-free layers (nested models are walked). The
+            sequence length must be fixed for layers on sequences.
 
     Returns:
         A dict of ints: `total_params`, `active_params`, `active_flops`.
@@ -329,7 +310,7 @@ def model_cost(model):
     for layer in model.layers:
         t, a, f = _layer_costs(layer)
         total, active, flops = total + t, active + a, flops + f
-    return {"total_params": int(total), "active_params": int(active), "active_flops": int(flops)}
+    return {"total_params": int(total), "active_params": round(active), "active_flops": round(flops)}
 
 
 def moe_layers(model):

@@ -24,11 +24,13 @@ token whose expert was over capacity (the MoE outputs 0 for it).
 """
 
 import inspect
+import math
 
 import keras
 from keras import ops
 
 from moe_tf import _checks
+from moe_tf.layers._cost import LayerCost, dense_sizes
 from moe_tf.layers.dropout import Dropout
 
 
@@ -115,6 +117,12 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.output_dim,)
+
+    def cost(self):
+        """Parameters and FLOPs (`moe_tf.layers.LayerCost`): both tables count as active (as the MoE papers count
+        embeddings); a lookup does no multiply-adds."""
+        total = (self.vocabulary_size + self.sequence_length) * self.output_dim
+        return LayerCost(total, total, 0)
 
     def get_config(self):
         config = super().get_config()
@@ -204,6 +212,7 @@ class TransformerBlock(keras.layers.Layer):
         self.supports_masking = True
         self.ffn = ffn
         self.attention = None
+        self.sequence_length = None
         self._ffn_takes_mask = ffn is not None and "mask" in inspect.signature(ffn.call).parameters
         self.attention_norm = keras.layers.LayerNormalization(epsilon=self.epsilon, name="attention_norm")
         self.ffn_norm = keras.layers.LayerNormalization(epsilon=self.epsilon, name="ffn_norm")
@@ -219,6 +228,7 @@ class TransformerBlock(keras.layers.Layer):
                 f"{tuple(input_shape)}."
             )
         d = input_shape[-1]
+        self.sequence_length = input_shape[-2]  # L, for cost(); None when the length varies
         key_dim = self.key_dim or d // self.num_heads
         if key_dim < 1:
             raise ValueError(f"`key_dim` is d // num_heads = {d} // {self.num_heads} = 0; pass key_dim or fewer heads.")
@@ -254,6 +264,34 @@ class TransformerBlock(keras.layers.Layer):
         else:
             update = self.ffn(h, training=training)
         return self.ffn_norm(h + self.ffn_output_dropout(ops.cast(update, h.dtype), training=training))
+
+    def cost(self, sequence_length=None):
+        """Parameters and FLOPs per token (`moe_tf.layers.LayerCost`) of attention, FFN and norms.
+
+        Attention projects each token to queries, keys and values and back
+        (`4 * d * H * d_k` multiply-adds) and, for each of the L positions it
+        attends to, scores it and adds its value (`2 * L * H * d_k`). The FFN's
+        cost is its own (`MixtureOfExperts.cost()`, or the dense FFN's two
+        matmuls); the two layer norms are active parameters without matmuls.
+
+        Args:
+            sequence_length: L; defaults to the length the block was built with.
+        """
+        L = sequence_length or self.sequence_length
+        if L is None:
+            raise ValueError("`sequence_length` is needed: the block was not built on inputs with a known length.")
+        d = self.attention_norm.gamma.shape[0]
+        inner = self.attention.num_heads * self.attention.key_dim  # H * d_k
+        attention = sum(math.prod(w.shape) for w in self.attention.weights)
+        norms = sum(math.prod(w.shape) for w in (*self.attention_norm.weights, *self.ffn_norm.weights))
+        if hasattr(self.ffn, "cost"):
+            ffn = self.ffn.cost()
+        else:  # the dense FFN: a Sequential of Dense layers
+            sizes = [dense_sizes(layer) for layer in self.ffn.layers]
+            params = sum(p for p, _ in sizes)
+            ffn = LayerCost(params, params, 2 * sum(m for _, m in sizes))
+        flops = 2 * (3 * d * inner + inner * d) + 2 * 2 * L * inner + ffn.flops_per_token
+        return LayerCost(attention + norms + ffn.total_params, attention + norms + ffn.active_params, flops)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

@@ -1,5 +1,6 @@
 """Keras layers: experts, routers, and the Mixture-of-Experts layers."""
 
+from moe_tf.layers._cost import LayerCost
 from moe_tf.layers.dropout import Dropout
 from moe_tf.layers.expert_choice import ExpertChoiceMoE, expert_choice_capacity
 from moe_tf.layers.experts import Experts
@@ -13,6 +14,7 @@ __all__ = [
     "Dropout",
     "ExpertChoiceMoE",
     "Experts",
+    "LayerCost",
     "LinearExpertsMoE",
     "MixtureOfExperts",
     "SharedExpertsMoE",

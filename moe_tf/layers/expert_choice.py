@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from moe_tf import _checks
+from moe_tf.layers._cost import LayerCost, expert_sizes, router_sizes
 from moe_tf.layers.experts import Experts, apply_per_group
 from moe_tf.layers.router import TopKRouter
 from moe_tf.routing import expert_capacity
@@ -218,14 +219,22 @@ class ExpertChoiceMoE(keras.layers.Layer):
         Returns:
             A float (the average number of experts per token is `E * c / n`).
         """
+        return self.cost(group_size).flops_per_token
+
+    def cost(self, group_size=None):
+        """Parameters and FLOPs (`moe_tf.layers.LayerCost`): the router plus `E * c / n` experts per token on average.
+
+        Args:
+            group_size: n; defaults to the sequence length the layer was built with.
+        """
         n = group_size or self.group_size
         if n is None:
             raise ValueError("`group_size` is needed: the layer was not built on inputs with a known sequence length.")
         d, E = self.router.kernel.shape
-        h = self.expert_units
-        o = self.experts.output_kernel.shape[-1]
+        router_total, router_active = router_sizes(self.router)
+        per_expert, path = expert_sizes(self.experts, d)
         paths = E * self.capacity(n) / n
-        return 2 * (d * E + paths * (d * h + h * o))
+        return LayerCost(router_total + E * per_expert, router_active + paths * per_expert, 2 * (d * E + paths * path))
 
     def get_config(self):
         config = super().get_config()

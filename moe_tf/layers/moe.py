@@ -6,6 +6,7 @@ from keras import ops
 from moe_tf import _checks, losses
 from moe_tf.dispatch import DISPATCH_OPTIONS, DISPATCHERS, dropless_dispatch
 from moe_tf.layers._aux import add_losses_and_metrics
+from moe_tf.layers._cost import routed_cost
 from moe_tf.layers.experts import Experts
 from moe_tf.layers.router import TopKRouter
 from moe_tf.metrics import RoutingMetrics
@@ -259,6 +260,14 @@ class MixtureOfExperts(keras.layers.Layer):
 
     def compute_mask(self, inputs, mask=None):
         return mask
+
+    def cost(self):
+        """Parameters and FLOPs (see `moe_tf.layers.LayerCost`): the router plus k of the E experts per token.
+
+        The dense mixture (`k=None`) uses all E. Capacity and dispatch change
+        the compute the hardware does, not the model's cost per token.
+        """
+        return routed_cost(self.router, self.experts, self.k)
 
     def get_config(self):
         config = super().get_config()

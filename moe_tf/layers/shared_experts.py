@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from moe_tf import _checks
+from moe_tf.layers._cost import LayerCost, expert_sizes
 from moe_tf.layers.experts import Experts
 from moe_tf.layers.moe import MixtureOfExperts
 
@@ -195,13 +196,17 @@ class SharedExpertsMoE(keras.layers.Layer):
 
     def active_flops_per_token(self):
         """Inference FLOPs per token (2 x matmul multiply-adds): router, k routed and K_s shared expert paths."""
-        d, E = self.routed.router.kernel.shape
-        flops = d * E
-        for experts, active in ((self.routed.experts, self.routed.k), (self.shared, self.num_shared_experts)):
-            if experts is not None:
-                h, o = experts.units, experts.output_kernel.shape[-1]
-                flops += active * (d * h + h * o)
-        return 2 * flops
+        return self.cost().flops_per_token
+
+    def cost(self):
+        """Parameters and FLOPs (`moe_tf.layers.LayerCost`): the routed MoE's, plus every shared expert for every token."""
+        routed = self.routed.cost()
+        if self.shared is None:
+            return routed
+        per_shared, path = expert_sizes(self.shared, self.routed.router.kernel.shape[0])
+        K = self.num_shared_experts
+        return LayerCost(routed.total_params + K * per_shared, routed.active_params + K * per_shared,
+                         routed.flops_per_token + 2 * K * path)
 
     def get_config(self):
         config = super().get_config()

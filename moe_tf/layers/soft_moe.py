@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from moe_tf import _checks
+from moe_tf.layers._cost import LayerCost, expert_sizes
 from moe_tf.layers.experts import Experts, apply_per_group
 
 
@@ -174,13 +175,23 @@ class SoftMoE(keras.layers.Layer):
         Args:
             group_size: m; defaults to the sequence length the layer was built with.
         """
+        return self.cost(group_size).flops_per_token
+
+    def cost(self, group_size=None):
+        """Parameters and FLOPs (`moe_tf.layers.LayerCost`): every parameter is active (each token meets every slot).
+
+        Args:
+            group_size: m; defaults to the sequence length the layer was built with.
+        """
         m = group_size or self.group_size
         if m is None:
             raise ValueError("`group_size` is needed: the layer was not built on inputs with a known sequence length.")
         d = self.slot_embeddings.shape[0]
-        S, h = self.num_slots, self.expert_units
+        S = self.num_slots
         o = self.experts.output_kernel.shape[-1]
-        return 2 * (S * (2 * d + o) + S / m * (d * h + h * o))
+        per_expert, path = expert_sizes(self.experts, d)
+        total = d * S + (1 if self.normalize else 0) + self.num_experts * per_expert  # slot embeddings (+ scale), experts
+        return LayerCost(total, total, 2 * (S * (2 * d + o) + S / m * path))
 
     def get_config(self):
         config = super().get_config()
