@@ -1,34 +1,57 @@
 """moe_tf: Mixture of Experts with Keras 3 / TensorFlow, from dense mixtures to sparse top-k.
 
-Importing `moe_tf` registers its layers with Keras, so models that use them
-load from `.keras` files.
+`import moe_tf` is light and changes nothing in your process: TensorFlow and
+Keras load on the first use of a layer or of a submodule that needs them
+(`from moe_tf import MixtureOfExperts`, `moe_tf.routing`, `import
+moe_tf.layers`). That first use registers the layers with Keras, so models
+that use them load from `.keras` files; in a fresh process, import a layer
+(or `moe_tf.layers`) before `keras.models.load_model`.
+
+The command-line tools (`python -m moe_tf`, `python -m moe_tf.data`,
+`moe-grade`) silence TensorFlow's start-up log lines in their `main()`,
+before anything imports TensorFlow.
 """
 
-import os
-
-# TensorFlow's C++ start-up lines (the CPU feature guard, oneDNN, absl) would otherwise be the first
-# thing every course command prints: `python -m moe_tf`, `python -m moe_tf.data` and `moe-grade` all
-# import this package, and so TensorFlow, before their own code runs. A value you set wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from moe_tf import callbacks, dispatch, losses, metrics, routing
-from moe_tf.callbacks import RoutingStats, StepTimer
-from moe_tf.layers import ExpertChoiceMoE, Experts, MixtureOfExperts, SharedExpertsMoE, SoftMoE, TopKRouter
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ExpertChoiceMoE",
-    "Experts",
-    "MixtureOfExperts",
-    "RoutingStats",
-    "SharedExpertsMoE",
-    "SoftMoE",
-    "StepTimer",
-    "TopKRouter",
-    "callbacks",
-    "dispatch",
-    "losses",
-    "metrics",
-    "routing",
-]
+# name -> module that defines it, imported on first access (PEP 562)
+_EXPORTS = {
+    "ExpertChoiceMoE": "moe_tf.layers",
+    "Experts": "moe_tf.layers",
+    "MixtureOfExperts": "moe_tf.layers",
+    "SharedExpertsMoE": "moe_tf.layers",
+    "SoftMoE": "moe_tf.layers",
+    "TopKRouter": "moe_tf.layers",
+    "RoutingStats": "moe_tf.callbacks",
+    "StepTimer": "moe_tf.callbacks",
+}
+_SUBMODULES = ("callbacks", "dispatch", "losses", "metrics", "routing")
+
+__all__ = sorted([*_EXPORTS, *_SUBMODULES])
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"moe_tf.{name}")
+    else:
+        raise AttributeError(f"module 'moe_tf' has no attribute {name!r}")
+    globals()[name] = value  # later accesses skip this function
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})
+
+
+def quiet_tensorflow():
+    """Silences TensorFlow's C++ start-up lines (CPU features, oneDNN) unless you set `TF_CPP_MIN_LOG_LEVEL`.
+
+    For command-line tools: call it in `main()` before TensorFlow is imported.
+    """
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

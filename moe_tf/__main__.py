@@ -9,6 +9,8 @@ Commands are loaded lazily, so `--help` and argument errors answer quickly.
 import importlib
 import sys
 
+from moe_tf import quiet_tensorflow
+
 # command -> (module with a `main(argv)`, one-line help)
 COMMANDS = {
     "train": ("moe_tf.train", "train dense and MoE models on MNIST or IMDB and print a comparison table"),
@@ -51,6 +53,7 @@ def main(argv=None):
             USAGE + f"python -m moe_tf: error: unknown command {command!r} (choose from {', '.join(COMMANDS)})\n"
         )
         raise SystemExit(2)
+    quiet_tensorflow()  # before the command's module imports TensorFlow
     module = importlib.import_module(COMMANDS[command][0])
     return module.main(rest)
 

@@ -10,16 +10,7 @@ class: the mean gate weight of every expert over the examples of each class
 (a `[classes, experts]` matrix), drawn on a given or new matplotlib axes.
 """
 
-import os
-import sys
 from pathlib import Path
-
-import matplotlib
-
-# Agg (files only, no display needed) for scripts and the CLI. In a notebook, keep the inline
-# backend that the kernel chose (ipykernel sets MPLBACKEND): forcing Agg would silence plt.show().
-if not os.environ.get("MPLBACKEND") and "ipykernel" not in sys.modules:
-    matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np

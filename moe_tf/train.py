@@ -32,8 +32,6 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 from moe_tf.models import MODELS
 
 TASKS = ("mnist", "imdb")
@@ -506,6 +504,10 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     paths = {"results": str(out / "results.json")}
     if args.plots:
+        import matplotlib
+
+        if not os.environ.get("MPLBACKEND"):  # files only: no display needed (a notebook keeps its own backend)
+            matplotlib.use("Agg")
         from moe_tf import plots
 
         paths["curves"] = str(plots.plot_curves(rows, out / "curves.png", title=task_data.description))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import moe_tf  # noqa: F401  (registers the layer for deserialisation)
+import moe_tf.layers  # noqa: F401  (registers the layers for deserialisation; `import moe_tf` alone is lazy)
 from moe_tf.layers import Dropout
 
 

@@ -1,9 +1,14 @@
-"""No module of the package may take the name of a standard-library module.
+"""The package's hygiene: module names, what importing it does, what its command lines print.
 
-Running one of the package's files as a script (`python moe_tf/grade.py`)
-puts `moe_tf/` first on `sys.path`, so a `moe_tf/inspect.py` shadowed the
-standard `inspect` and crashed that command with "partially initialized
-module 'inspect'" (it was renamed `moe_tf/analysis.py`).
+- No module may take the name of a standard-library module. Running one of
+  the package's files as a script (`python moe_tf/grade.py`) puts `moe_tf/`
+  first on `sys.path`, so a `moe_tf/inspect.py` shadowed the standard
+  `inspect` and crashed that command with "partially initialized module
+  'inspect'" (it was renamed `moe_tf/analysis.py`).
+- `import moe_tf` loads neither TensorFlow nor Keras and changes no
+  environment variable; importing any of its modules changes none either
+  (no `os.environ` or `matplotlib.use` at import time).
+- The command lines silence TensorFlow's start-up lines before importing it.
 """
 
 import os
@@ -41,3 +46,56 @@ def test_a_package_file_runs_as_a_script():
                           env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--submissions" in done.stdout
+
+
+def _python(*args, env_drop=("TF_CPP_MIN_LOG_LEVEL", "MPLBACKEND"), cwd=None):
+    env = {k: v for k, v in os.environ.items() if k not in env_drop and not k.startswith("PYTEST_")}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=300, cwd=cwd)
+
+
+def test_import_moe_tf_loads_no_tensorflow_and_sets_nothing():
+    code = (
+        "import os, sys; before = dict(os.environ); import moe_tf; "
+        "print(sorted(m for m in ('tensorflow', 'keras', 'matplotlib') if m in sys.modules)); "
+        "print(dict(os.environ) == before); "
+        "from moe_tf import MixtureOfExperts; print('tensorflow' in sys.modules, MixtureOfExperts.__name__)"
+    )
+    done = _python("-c", code)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == "[]", f"`import moe_tf` imported {lines[0]}"
+    assert lines[1] == "True", "`import moe_tf` changed the environment"
+    assert lines[2] == "True MixtureOfExperts", "the first use of a layer loads it"
+
+
+def test_no_module_changes_the_environment_or_the_plot_backend_at_import():
+    modules = sorted(f"moe_tf.{info.name}" for info in pkgutil.iter_modules([str(PACKAGE)])
+                     if info.name not in ("__main__", "_grade_plugin", "_grade_jail"))
+    assert "moe_tf.plots" in modules and "moe_tf.train" in modules, modules
+    code = (
+        "import os, sys, importlib\n"
+        "import tensorflow, keras, matplotlib\n"  # what these set on import is theirs, not ours
+        "before = dict(os.environ); backend = matplotlib.rcParams._get_backend_or_none()\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))\n"
+        "print(changed); print(matplotlib.rcParams._get_backend_or_none() == backend)\n"
+    )
+    done = _python("-c", code)
+    assert done.returncode == 0, done.stderr[-2000:]
+    changed, same_backend = done.stdout.splitlines()[-2:]
+    assert changed == "[]", f"importing moe_tf's modules changed these environment variables: {changed}"
+    assert same_backend == "True", "importing moe_tf's modules chose a matplotlib backend"
+
+
+def test_command_lines_print_no_tensorflow_start_up_lines():
+    """`python -m moe_tf train` imports TensorFlow (its models) before parsing; main() silences it first."""
+    noise = ("cpu_feature_guard", "This TensorFlow binary")
+    control = _python("-c", "import moe_tf.train")  # the same import, without the command line's main()
+    assert any(n in control.stderr for n in noise), "this TensorFlow prints no start-up lines: the check is void"
+    train = _python("-m", "moe_tf", "train", "--help")
+    assert train.returncode == 0 and "--task" in train.stdout, train.stderr[-2000:]
+    assert not any(n in train.stderr for n in noise), train.stderr[-2000:]
+    data = _python("-m", "moe_tf.data", "--help")
+    assert data.returncode == 0 and not any(n in data.stderr for n in noise), data.stderr[-2000:]
+    grader = _python("-c", "import sys, moe_tf.grade; print('tensorflow' in sys.modules)")
+    assert grader.stdout.strip() == "False", "moe-grade's own process needs no TensorFlow"

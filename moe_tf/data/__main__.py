@@ -11,6 +11,7 @@ and set MOE_TF_DATA_DIR=DIR there.
 import argparse
 import sys
 
+from moe_tf import quiet_tensorflow
 from moe_tf.data import _sources
 from moe_tf.data._common import DataUnavailableError
 
@@ -30,6 +31,7 @@ def _parser():
 
 
 def main(argv=None):
+    quiet_tensorflow()  # before a download imports TensorFlow
     args = _parser().parse_args(argv)
     if args.command == "download":
         groups = tuple(dict.fromkeys(args.only)) if args.only else tuple(_sources.GROUPS)
