@@ -13,6 +13,7 @@ before anything imports TensorFlow.
 """
 
 import importlib
+import importlib.util
 
 __version__ = "0.1.0"
 
@@ -35,8 +36,8 @@ __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 def __getattr__(name):
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    elif name in _SUBMODULES:
-        value = importlib.import_module(f"moe_tf.{name}")
+    elif name in _SUBMODULES or (not name.startswith("__") and importlib.util.find_spec(f"moe_tf.{name}")):
+        value = importlib.import_module(f"moe_tf.{name}")  # moe_tf.layers, moe_tf.models, ... on first access
     else:
         raise AttributeError(f"module 'moe_tf' has no attribute {name!r}")
     globals()[name] = value  # later accesses skip this function

@@ -58,7 +58,9 @@ def test_import_moe_tf_loads_no_tensorflow_and_sets_nothing():
         "import os, sys; before = dict(os.environ); import moe_tf; "
         "print(sorted(m for m in ('tensorflow', 'keras', 'matplotlib') if m in sys.modules)); "
         "print(dict(os.environ) == before); "
-        "from moe_tf import MixtureOfExperts; print('tensorflow' in sys.modules, MixtureOfExperts.__name__)"
+        "from moe_tf import MixtureOfExperts; print('tensorflow' in sys.modules, MixtureOfExperts.__name__); "
+        "print(moe_tf.models.model_cost.__name__, moe_tf.layers.Experts.__name__); "
+        "print(hasattr(moe_tf, 'no_such_thing'))"
     )
     done = _python("-c", code)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -66,6 +68,8 @@ def test_import_moe_tf_loads_no_tensorflow_and_sets_nothing():
     assert lines[0] == "[]", f"`import moe_tf` imported {lines[0]}"
     assert lines[1] == "True", "`import moe_tf` changed the environment"
     assert lines[2] == "True MixtureOfExperts", "the first use of a layer loads it"
+    assert lines[3] == "model_cost Experts", "every submodule is an attribute of the package on first access"
+    assert lines[4] == "False"
 
 
 def test_no_module_changes_the_environment_or_the_plot_backend_at_import():
