@@ -50,11 +50,13 @@ import keras
 from moe_tf import _checks
 from moe_tf.layers.dropout import Dropout
 from moe_tf.layers.linear_moe import LinearExpertsMoE
+from moe_tf.layers.moe import BALANCE_LOSSES as _LAYER_BALANCE_LOSSES
 from moe_tf.layers.moe import MixtureOfExperts
+from moe_tf.layers.router import NOISE_TYPES
 
 MODELS = ("dense", "dense-moe", "topk-moe", "switch")
-BALANCE_LOSSES = ("switch", "shazeer", "none")
-NOISE_TYPES = ("none", "gaussian", "jitter")
+# The layer's options, with the command line's spelling "none" for no balance loss.
+BALANCE_LOSSES = tuple("none" if loss is None else loss for loss in _LAYER_BALANCE_LOSSES)
 
 
 def build_model(
