@@ -184,10 +184,10 @@ def test_moe_grade_from_an_installed_wheel_grades_the_student_copy(copy, install
     assert outside.returncode == 2, outside.stdout + outside.stderr
     assert "cannot find the course" in outside.stderr and "--course-root" in outside.stderr, outside.stderr
 
-    named = _moe_grade(installed, tmp_path, "--course-root", str(dest), "--exercise", "ex01")
-    assert named.returncode == 0, named.stdout + named.stderr
-    assert f"Grading {dest / 'exercises'}" in named.stdout, named.stdout
-    assert next(line for line in named.stdout.splitlines() if line.startswith("total")) == total
+    # --course-root from outside: the copy is found (it has no solutions/, which ends this run before any test).
+    named = _moe_grade(installed, tmp_path, "--course-root", str(dest), "--solutions")
+    assert named.returncode == 2, named.stdout + named.stderr
+    assert f"--solutions: no solutions/ folder in {dest}" in named.stderr, named.stderr
 
     wrong = _moe_grade(installed, tmp_path, "--course-root", str(tmp_path))
     assert wrong.returncode == 2 and "not a copy of the course" in wrong.stderr, wrong.stderr
