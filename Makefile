@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,bench,lab]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[course,test,bench,lab]"
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -30,7 +30,7 @@ import importlib.util, subprocess, sys
 if importlib.util.find_spec("moe_tf") is None:
     colab = importlib.util.find_spec("google.colab") is not None
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", *(["--no-deps"] if colab else []),
-                    "moe-tf @ git+{REPO_URL}"], check=True)"""
+                    "moe-tf[course] @ git+{REPO_URL}"], check=True)"""
 
 SMOKE = os.environ.get("MOE_TF_SMOKE", "0").strip().lower() in ("1", "true", "yes", "on")
 

@@ -12,7 +12,12 @@ class: the mean gate weight of every expert over the examples of each class
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
+try:
+    import matplotlib.pyplot as plt
+except ImportError as err:  # matplotlib comes with the course's extra, not with the library
+    raise ImportError(
+        "moe_tf.plots needs matplotlib: pip install 'moe-tf[course]' (or pip install matplotlib)."
+    ) from err
 import numpy as np
 
 

@@ -103,3 +103,34 @@ def test_command_lines_print_no_tensorflow_start_up_lines():
     assert data.returncode == 0 and not any(n in data.stderr for n in noise), data.stderr[-2000:]
     grader = _python("-c", "import sys, moe_tf.grade; print('tensorflow' in sys.modules)")
     assert grader.stdout.strip() == "False", "moe-grade's own process needs no TensorFlow"
+
+
+def test_the_library_works_without_the_course_extras(tmp_path):
+    """matplotlib and tensorflow_datasets come with `moe-tf[course]`: the library imports and runs without them."""
+    code = (
+        "import sys\n"
+        "sys.modules['matplotlib'] = sys.modules['tensorflow_datasets'] = None  # as if not installed\n"
+        "import numpy as np\n"
+        "import moe_tf.callbacks, moe_tf.data, moe_tf.dispatch, moe_tf.losses, moe_tf.metrics, moe_tf.routing\n"
+        "from moe_tf import MixtureOfExperts\n"
+        "print(MixtureOfExperts(4, 8, k=2)(np.ones((6, 3), 'float32')).shape)\n"
+        "try:\n    import moe_tf.plots\nexcept ImportError as err:\n    print('plots:', err)\n"
+        "from moe_tf.data import _sources\n"
+        f"try:\n    _sources.fetch_imdb({str(tmp_path)!r})\nexcept Exception as err:\n"
+        "    print('imdb:', type(err).__name__, err)\n"
+    )
+    done = _python("-c", code)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "(6, 3)" in out, out
+    assert "plots: moe_tf.plots needs matplotlib: pip install 'moe-tf[course]'" in out, out
+    assert "imdb: DataUnavailableError" in out and "moe-tf[course]" in out and "MOE_TF_DATA_DIR" in out, out
+
+
+def test_the_course_extra_holds_what_only_the_course_needs():
+    import tomllib
+
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    names = lambda reqs: {r.split(";")[0].split(">")[0].split("[")[0].strip() for r in reqs}  # noqa: E731
+    core, course = names(project["dependencies"]), names(project["optional-dependencies"]["course"])
+    assert {"matplotlib", "tensorflow-datasets", "tensorboard"} <= course and not course & core, (core, course)

@@ -259,7 +259,14 @@ def fetch_imdb(folder):
     tfds keeps its own copy (download + prepared records, about 200 MB) in its data folder
     (`$TFDS_DATA_DIR`, default `~/tensorflow_datasets`); a copy prepared earlier is reused offline.
     """
-    import tensorflow_datasets as tfds
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as err:  # tfds comes with the course's extra, not with the library
+        raise DataUnavailableError(
+            "IMDB is downloaded through tensorflow_datasets, which is not installed: pip install "
+            "'moe-tf[course]' (or tensorflow-datasets), or set MOE_TF_DATA_DIR to a folder that holds "
+            "imdb/train.jsonl.gz and imdb/test.jsonl.gz."
+        ) from err
 
     folder = Path(folder)
     builder = tfds.builder(IMDB_TFDS_NAME)
