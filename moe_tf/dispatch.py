@@ -92,7 +92,7 @@ def _inverse_map(targets, num_targets):
     return filled[:num_targets] - 1  # the extra segment collects the sources that go nowhere
 
 
-def _take_rows(source, index, valid, back_index, back_valid, fan_in):
+def _move_rows(source, index, valid, back_index, back_valid, fan_in):
     """`out[i] = source[index[i]]` where `valid[i]`, else exactly 0; its gradient is a gather too.
 
     Both directions of a dispatch move whole rows between two layouts that
@@ -154,9 +154,9 @@ def _slot_dispatch(tokens, slots, keep, num_slots, run_experts):
     filled = slot_assignment >= 0  # [S]
     slot_tokens = slot_assignment // num_choices  # [S] (where filled)
     reads = ops.minimum(flat_slots, num_slots - 1)  # [T*k] a valid row everywhere; masked where not kept
-    slot_inputs = _take_rows(tokens, slot_tokens, filled, reads, kept, fan_in=num_choices)  # [S, d], empty slots 0
+    slot_inputs = _move_rows(tokens, slot_tokens, filled, reads, kept, fan_in=num_choices)  # [S, d], empty slots 0
     slot_outputs = ops.cast(run_experts(slot_inputs), "float32")  # [S, d_out]
-    gathered = _take_rows(slot_outputs, reads, kept, slot_assignment, filled, fan_in=1)  # [T*k, d_out]
+    gathered = _move_rows(slot_outputs, reads, kept, slot_assignment, filled, fan_in=1)  # [T*k, d_out]
     return ops.reshape(gathered, (-1, num_choices, gathered.shape[-1]))  # [T, k, d_out]
 
 
