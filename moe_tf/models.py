@@ -48,6 +48,7 @@ import math
 import keras
 
 from moe_tf import _checks
+from moe_tf.layers._cost import dense_sizes
 from moe_tf.layers.dropout import Dropout
 from moe_tf.layers.linear_moe import LinearExpertsMoE
 from moe_tf.layers.moe import BALANCE_LOSSES as _LAYER_BALANCE_LOSSES
@@ -252,9 +253,8 @@ def _tokens_per_example(layer):
 
 
 def _dense_cost(layer):
-    d_in, units = layer.kernel.shape
-    params = d_in * units + (units if layer.use_bias else 0)
-    return params, params, 2 * d_in * units * _tokens_per_example(layer)
+    params, multiply_adds = dense_sizes(layer)
+    return params, params, 2 * multiply_adds * _tokens_per_example(layer)
 
 
 _NORMALIZATION = (keras.layers.LayerNormalization, keras.layers.BatchNormalization)

@@ -51,13 +51,19 @@ def router_sizes(router):
     return active + (d * E if router.noise == "gaussian" else 0), active
 
 
-def routed_cost(router, experts, k):
-    """`LayerCost` of a router plus `experts`, k of them per token (all E when `k` is None)."""
+def routed_cost(router, expert_params, expert_path, experts_per_token):
+    """`LayerCost` of a router plus its E experts, `experts_per_token` of them used per token.
+
+    Args:
+        router: the `TopKRouter` (`[d, E]` kernel).
+        expert_params: parameters of one expert.
+        expert_path: multiply-adds of one expert on one token.
+        experts_per_token: k; E for a dense mixture; a fraction for expert choice.
+    """
     d, E = router.kernel.shape
     router_total, router_active = router_sizes(router)
-    per_expert, path = expert_sizes(experts, d)
-    active = E if k is None else k
-    return LayerCost(router_total + E * per_expert, router_active + active * per_expert, 2 * (d * E + active * path))
+    return LayerCost(router_total + E * expert_params, router_active + experts_per_token * expert_params,
+                     2 * (d * E + experts_per_token * expert_path))
 
 
 def dense_sizes(layer):

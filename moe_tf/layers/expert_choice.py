@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from moe_tf import _checks
-from moe_tf.layers._cost import LayerCost, expert_sizes, router_sizes
+from moe_tf.layers._cost import expert_sizes, routed_cost
 from moe_tf.layers.experts import Experts, apply_per_group
 from moe_tf.layers.router import TopKRouter
 from moe_tf.routing import expert_capacity
@@ -231,10 +231,7 @@ class ExpertChoiceMoE(keras.layers.Layer):
         if n is None:
             raise ValueError("`group_size` is needed: the layer was not built on inputs with a known sequence length.")
         d, E = self.router.kernel.shape
-        router_total, router_active = router_sizes(self.router)
-        per_expert, path = expert_sizes(self.experts, d)
-        paths = E * self.capacity(n) / n
-        return LayerCost(router_total + E * per_expert, router_active + paths * per_expert, 2 * (d * E + paths * path))
+        return routed_cost(self.router, *expert_sizes(self.experts, d), E * self.capacity(n) / n)
 
     def get_config(self):
         config = super().get_config()

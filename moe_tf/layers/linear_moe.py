@@ -5,7 +5,7 @@ from keras import ops
 
 from moe_tf import _checks, losses
 from moe_tf.layers._aux import add_losses_and_metrics
-from moe_tf.layers._cost import LayerCost, router_sizes
+from moe_tf.layers._cost import routed_cost
 from moe_tf.layers.router import TopKRouter
 from moe_tf.metrics import RoutingMetrics
 from moe_tf.routing import buffer_capacity, capacity_positions
@@ -151,11 +151,8 @@ class LinearExpertsMoE(keras.layers.Layer):
     def cost(self):
         """Parameters and FLOPs (`moe_tf.layers.LayerCost`): the router plus k of the E linear experts per example."""
         d, E = self.router.kernel.shape
-        router_total, router_active = router_sizes(self.router)
         per_expert = d * self.units + (self.units if self.use_bias else 0)
-        active = E if self.k is None else self.k
-        return LayerCost(router_total + E * per_expert, router_active + active * per_expert,
-                         2 * (d * E + active * d * self.units))
+        return routed_cost(self.router, per_expert, d * self.units, E if self.k is None else self.k)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.units)

@@ -6,7 +6,7 @@ from keras import ops
 from moe_tf import _checks, losses
 from moe_tf.dispatch import DISPATCH_OPTIONS, DISPATCHERS, dropless_dispatch
 from moe_tf.layers._aux import add_losses_and_metrics
-from moe_tf.layers._cost import routed_cost
+from moe_tf.layers._cost import expert_sizes, routed_cost
 from moe_tf.layers.experts import Experts
 from moe_tf.layers.router import TopKRouter
 from moe_tf.metrics import RoutingMetrics
@@ -267,7 +267,8 @@ class MixtureOfExperts(keras.layers.Layer):
         The dense mixture (`k=None`) uses all E. Capacity and dispatch change
         the compute the hardware does, not the model's cost per token.
         """
-        return routed_cost(self.router, self.experts, self.k)
+        k = self.num_experts if self.k is None else self.k
+        return routed_cost(self.router, *expert_sizes(self.experts, self.router.kernel.shape[0]), k)
 
     def get_config(self):
         config = super().get_config()
