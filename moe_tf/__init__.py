@@ -36,7 +36,7 @@ __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 def __getattr__(name):
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    elif name in _SUBMODULES or (not name.startswith("__") and importlib.util.find_spec(f"moe_tf.{name}")):
+    elif not name.startswith("__") and importlib.util.find_spec(f"moe_tf.{name}"):
         value = importlib.import_module(f"moe_tf.{name}")  # moe_tf.layers, moe_tf.models, ... on first access
     else:
         raise AttributeError(f"module 'moe_tf' has no attribute {name!r}")

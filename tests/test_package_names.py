@@ -22,6 +22,11 @@ import moe_tf
 PACKAGE = Path(moe_tf.__file__).parent
 
 
+def _python(*args, env_drop=("TF_CPP_MIN_LOG_LEVEL", "MPLBACKEND"), cwd=None):
+    env = {k: v for k, v in os.environ.items() if k not in env_drop and not k.startswith("PYTEST_")}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=300, cwd=cwd)
+
+
 def _module_names():
     for info in pkgutil.walk_packages([str(PACKAGE)]):
         yield info.name.split(".")[-1]
@@ -41,16 +46,9 @@ def test_the_check_sees_a_clash(tmp_path):
 
 
 def test_a_package_file_runs_as_a_script():
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, str(PACKAGE / "grade.py"), "--help"], capture_output=True, text=True,
-                          env=env, timeout=120)
+    done = _python(str(PACKAGE / "grade.py"), "--help")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--submissions" in done.stdout
-
-
-def _python(*args, env_drop=("TF_CPP_MIN_LOG_LEVEL", "MPLBACKEND"), cwd=None):
-    env = {k: v for k, v in os.environ.items() if k not in env_drop and not k.startswith("PYTEST_")}
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=300, cwd=cwd)
 
 
 def test_import_moe_tf_loads_no_tensorflow_and_sets_nothing():
