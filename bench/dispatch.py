@@ -19,7 +19,7 @@ timed in turns (A, B, C, D, A, B, ...) so that a slow moment of a shared
 machine hits them all alike, and the median of each is kept. Then it measures
 the peak memory of a training step of each dispatch, each in a fresh process.
 
-The layers and the timed step come from `moe_tf.bench` (`make_layer`,
+The layers and the timed step come from `moe_tf.course.bench` (`make_layer`,
 `make_step`, `time_row`), which the sparse-gating lesson uses too.
 
 Every ratio printed comes from this one run. It is a benchmark, not a test:
@@ -37,7 +37,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from moe_tf.bench import make_layer, make_step, run_once, time_row  # noqa: E402
+from moe_tf.course.bench import make_layer, make_step, run_once, time_row  # noqa: E402
 
 SMALL_TOKENS = 256  # the memory baseline: same program, few tokens
 

@@ -1,6 +1,6 @@
 """Benchmark: is `jit_compile=True` (XLA) faster than eager for the main job's models?
 
-For each model of `make demo` (`moe_tf.models.build_model` with the MNIST
+For each model of `make demo` (`moe_tf.course.models.build_model` with the MNIST
 defaults of `python -m moe_tf train`: width 256, 8 experts of 256 units,
 dropout 0.3, input dropout 0.2, capacity factor 1.25, batch 125), it trains
 on random MNIST-shaped data with and without XLA and prints the median
@@ -38,7 +38,7 @@ def main(argv=None):
     import tensorflow as tf
 
     from moe_tf.callbacks import StepTimer
-    from moe_tf.models import MODELS, build_model
+    from moe_tf.course.models import MODELS, build_model
 
     rng = np.random.default_rng(0)
     n = args.steps * args.batch_size

@@ -10,6 +10,12 @@ that use them load from `.keras` files; in a fresh process, import a layer
 The command-line tools (`python -m moe_tf`, `python -m moe_tf.data`,
 `moe-grade`) silence TensorFlow's start-up log lines in their `main()`,
 before anything imports TensorFlow.
+
+The library is every module but `moe_tf.course`, the course's machinery: the
+grader (`moe-grade`), the training comparison behind `python -m moe_tf
+train`, its model zoo, the notebooks' helpers, the toy problem, the plots and
+the benchmark's timing. Building a MoE model never imports it (nor pytest,
+matplotlib or tensorflow_datasets).
 """
 
 import importlib
@@ -37,7 +43,7 @@ def __getattr__(name):
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
     elif not name.startswith("__") and importlib.util.find_spec(f"moe_tf.{name}"):
-        value = importlib.import_module(f"moe_tf.{name}")  # moe_tf.layers, moe_tf.models, ... on first access
+        value = importlib.import_module(f"moe_tf.{name}")  # moe_tf.layers, moe_tf.course, ... on first access
     else:
         raise AttributeError(f"module 'moe_tf' has no attribute {name!r}")
     globals()[name] = value  # later accesses skip this function

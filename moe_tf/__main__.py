@@ -1,6 +1,6 @@
 """`python -m moe_tf <command> ...`: the command-line entry point.
 
-    python -m moe_tf train --task mnist --model all      # train and compare models (see moe_tf.train)
+    python -m moe_tf train --task mnist --model all      # train and compare models (see moe_tf.course.train)
     python -m moe_tf train --help
 
 Commands are loaded lazily, so `--help` and argument errors answer quickly.
@@ -13,7 +13,7 @@ from moe_tf import quiet_tensorflow
 
 # command -> (module with a `main(argv)`, one-line help)
 COMMANDS = {
-    "train": ("moe_tf.train", "train dense and MoE models on MNIST or IMDB and print a comparison table"),
+    "train": ("moe_tf.course.train", "train dense and MoE models on MNIST or IMDB and print a comparison table"),
 }
 
 USAGE = "usage: python -m moe_tf {" + ",".join(COMMANDS) + "} [args...]\n"

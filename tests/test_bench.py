@@ -1,4 +1,4 @@
-"""moe_tf.bench: the layers it builds, the step it times, and its argument checks (tiny sizes: fast)."""
+"""moe_tf.course.bench: the layers it builds, the step it times, and its argument checks (tiny sizes: fast)."""
 
 import subprocess
 import sys
@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from moe_tf import MixtureOfExperts
-from moe_tf.bench import LAYER_KINDS, make_layer, make_step, run_once, time_layers, time_row, time_step
+from moe_tf.course.bench import LAYER_KINDS, make_layer, make_step, run_once, time_layers, time_row, time_step
 
 ROOT = Path(__file__).resolve().parents[1]
 T, D, H, E = 32, 8, 16, 4
@@ -102,9 +102,9 @@ def test_bad_timing_arguments():
 
 
 def test_benchmark_script_imports_its_layers_from_the_library():
-    """bench/dispatch.py uses moe_tf.bench (not a copy) and still parses its options."""
+    """bench/dispatch.py uses moe_tf.course.bench (not a copy) and still parses its options."""
     source = (ROOT / "bench" / "dispatch.py").read_text()
-    assert "from moe_tf.bench import" in source and "def make_layer" not in source
+    assert "from moe_tf.course.bench import" in source and "def make_layer" not in source
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "dispatch.py"), "--help"], capture_output=True,
                           text=True, check=False)
     assert done.returncode == 0 and "--quick" in done.stdout

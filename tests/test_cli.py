@@ -17,7 +17,7 @@ import pytest
 import moe_tf.data
 from moe_tf import __main__ as cli
 from moe_tf.data import DataUnavailableError, ImdbData, Splits
-from moe_tf.train import TABLE_COLUMNS, main
+from moe_tf.course.train import TABLE_COLUMNS, main
 
 
 def _refuse(*args, **kwargs):
@@ -226,7 +226,7 @@ def test_missing_data_exits_1_with_the_message(tmp_path, capsys, monkeypatch):
     ],
 )
 def test_capacity_factor_defaults_per_task(argv, expected):
-    from moe_tf.train import _resolve, build_parser
+    from moe_tf.course.train import _resolve, build_parser
 
     parser = build_parser()
     args = _resolve(parser.parse_args(argv), parser)
@@ -246,7 +246,7 @@ def _cli(name):
     """The command line of a course CLI: the `moe-grade` script beside this Python when installed."""
     if name == "moe-grade":
         script = os.path.join(os.path.dirname(sys.executable), "moe-grade")
-        return [script] if os.path.exists(script) else [sys.executable, "-m", "moe_tf.grade"]
+        return [script] if os.path.exists(script) else [sys.executable, "-m", "moe_tf.course.grade"]
     return [sys.executable, "-m", name]
 
 

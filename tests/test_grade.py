@@ -2,7 +2,7 @@
 
 The synthetic part builds, in ``tmp_path``, three tiny exercises (stubs, solutions and tests that use the
 course's real ``tests/exercises/conftest.py`` harness) and grades them in-process through
-``moe_tf.grade.main`` (each student still runs in its own pytest subprocess, which imports no
+``moe_tf.course.grade.main`` (each student still runs in its own pytest subprocess, which imports no
 TensorFlow here, so it is quick).
 
 The ``real_course`` tests are the acceptance tests of the graded exercises: ``moe-grade --solutions``
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from moe_tf import grade
+from moe_tf.course import grade
 
 # One worker runs this whole module under pytest-xdist (`make test`): its module fixture is expensive.
 pytestmark = pytest.mark.xdist_group("grade")
@@ -273,7 +273,7 @@ def graded_class(course, tmp_path_factory):
         "copy_lib": {"ex01_add": textwrap.dedent('''
             import importlib.util, os
 
-            _path = os.path.join(os.path.dirname(importlib.util.find_spec("moe" + "_tf").origin), "_grade_jail.py")
+            _path = os.path.join(os.path.dirname(importlib.util.find_spec("moe" + "_tf").origin), "course", "_grade_jail.py")
             _spec = importlib.util.spec_from_file_location("library", _path)
             _lib = importlib.util.module_from_spec(_spec)
             _spec.loader.exec_module(_lib)
@@ -736,7 +736,7 @@ def test_feedback_files_explain_each_test(graded_class):
 def test_hostile_class_copies_score_zero_with_a_reason(graded_class):
     feedback = graded_class["out"] / "feedback"
     lib = (feedback / "copy_lib.md").read_text(encoding="utf-8")
-    assert "copied:" in lib and "overlay from" in lib and "moe_tf/_grade_jail.py" in lib and "scores 0" in lib
+    assert "copied:" in lib and "overlay from" in lib and "moe_tf/course/_grade_jail.py" in lib and "scores 0" in lib
     sol = (feedback / "copy_solutions.md").read_text(encoding="utf-8")
     assert "copied:" in sol and "solutions/ folder" in sol
 
@@ -1265,7 +1265,7 @@ def test_a_student_s_processes_share_one_memory_cap(memory_class):
 
 def test_timeout_marker_and_points_kwarg():
     """A test's time limit: @pytest.mark.timeout_s(s), else points(n, timeout_s=s), else the default."""
-    from moe_tf import _grade_plugin as plugin
+    from moe_tf.course import _grade_plugin as plugin
 
     class Mark:
         def __init__(self, *args, **kwargs):
@@ -1323,7 +1323,7 @@ def test_unknown_exercise_exits_2(course, capsys):
 
 def _moe_grade(*args, timeout=600) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).with_name("moe-grade")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moe_tf.grade"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moe_tf.course.grade"]
     return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=REPO,
                           check=False)
 

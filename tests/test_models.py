@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from moe_tf import MixtureOfExperts, RoutingStats
-from moe_tf.models import MODELS, build_model, model_cost, moe_layers
+from moe_tf.cost import model_cost
+from moe_tf.course.models import MODELS, build_model, moe_layers
 
 N_IN, D, H, E, CLASSES = 6, 4, 5, 3, 3
 

@@ -8,7 +8,7 @@ input modified in place, a documented argument ignored...). A test suite that gi
 marks has a hole; this module proves there is none for the mistakes listed, and a new exercise gets
 the same proof by adding its mutants file.
 
-How the mutants are graded: by ``moe_tf.grade.grade_student``, the function ``moe-grade`` grades one
+How the mutants are graded: by ``moe_tf.course.grade.grade_student``, the function ``moe-grade`` grades one
 student with (a sandboxed ``python -m pytest`` subprocess over the exercise tests, per-test time limits,
 restarts after a crash). All the mutants are graded in two such runs side by side (the exercises split
 in two halves, as ``moe-grade --jobs 2`` grades two students), so TensorFlow is imported twice, not
@@ -183,7 +183,7 @@ def _course(root: Path, prefixes: list[str], mutants: list, folders: dict) -> Pa
     tests_dir = root / "tests" / "exercises"
     tests_dir.mkdir(parents=True)
     # What the grader copies next to the tests: the course's tests/conftest.py and helpers, and the harness.
-    from moe_tf.grade import course_test_helpers
+    from moe_tf.course.grade import course_test_helpers
 
     for entry in course_test_helpers(REPO / "tests"):
         shutil.copyfile(entry, root / "tests" / entry.name)
@@ -210,7 +210,7 @@ def graded(tmp_path_factory):
     "student" (one pytest subprocess, TensorFlow imported once in each); the two run side by side on
     a machine with two cores or more, as ``moe-grade --jobs 2`` would.
     """
-    from moe_tf import grade
+    from moe_tf.course import grade
 
     mutants = _all_mutants()
     if not mutants:

@@ -32,7 +32,7 @@ IDS = [p.stem for p in NOTEBOOKS]
 sys.path.insert(0, str(ROOT / "tools"))
 import nbrun  # noqa: E402
 
-from moe_tf.notebook import INSTALL_CELL, colab_badge  # noqa: E402
+from moe_tf.course.notebook import INSTALL_CELL, colab_badge  # noqa: E402
 
 
 def _read(path):
@@ -81,7 +81,7 @@ def test_format(path):
     for heading in ("## Learning objectives", "## Recap", "## Interview questions"):
         assert re.search(rf"^{heading}", markdown, re.M), f"missing section {heading!r}"
     code = _code(nb)
-    assert code[0].source == INSTALL_CELL, "the first code cell is moe_tf.notebook.INSTALL_CELL (installs moe-tf in Colab)"
+    assert code[0].source == INSTALL_CELL, "the first code cell is moe_tf.course.notebook.INSTALL_CELL (installs moe-tf in Colab)"
     assert any("nb.setup(" in c.source for c in code[:3]), "one of the first code cells calls nb.setup(...)"
     last_markdown = _markdown(nb)[-1]
     assert "## Interview questions" in last_markdown, "interview questions close the notebook"

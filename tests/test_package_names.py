@@ -1,8 +1,8 @@
 """The package's hygiene: module names, what importing it does, what its command lines print.
 
 - No module may take the name of a standard-library module. Running one of
-  the package's files as a script (`python moe_tf/grade.py`) puts `moe_tf/`
-  first on `sys.path`, so a `moe_tf/inspect.py` shadowed the standard
+  the package's files as a script (`python moe_tf/course/grade.py`) puts its
+  folder first on `sys.path`, so a `moe_tf/inspect.py` shadowed the standard
   `inspect` and crashed that command with "partially initialized module
   'inspect'" (it was renamed `moe_tf/analysis.py`).
 - `import moe_tf` loads neither TensorFlow nor Keras and changes no
@@ -46,7 +46,7 @@ def test_the_check_sees_a_clash(tmp_path):
 
 
 def test_a_package_file_runs_as_a_script():
-    done = _python(str(PACKAGE / "grade.py"), "--help")
+    done = _python(str(PACKAGE / "course" / "grade.py"), "--help")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--submissions" in done.stdout
 
@@ -57,7 +57,7 @@ def test_import_moe_tf_loads_no_tensorflow_and_sets_nothing():
         "print(sorted(m for m in ('tensorflow', 'keras', 'matplotlib') if m in sys.modules)); "
         "print(dict(os.environ) == before); "
         "from moe_tf import MixtureOfExperts; print('tensorflow' in sys.modules, MixtureOfExperts.__name__); "
-        "print(moe_tf.models.model_cost.__name__, moe_tf.layers.Experts.__name__); "
+        "print(moe_tf.cost.model_cost.__name__, moe_tf.layers.Experts.__name__); "
         "print(hasattr(moe_tf, 'no_such_thing'))"
     )
     done = _python("-c", code)
@@ -71,9 +71,10 @@ def test_import_moe_tf_loads_no_tensorflow_and_sets_nothing():
 
 
 def test_no_module_changes_the_environment_or_the_plot_backend_at_import():
-    modules = sorted(f"moe_tf.{info.name}" for info in pkgutil.iter_modules([str(PACKAGE)])
+    folders = ((PACKAGE, "moe_tf."), (PACKAGE / "course", "moe_tf.course."))
+    modules = sorted(f"{prefix}{info.name}" for folder, prefix in folders for info in pkgutil.iter_modules([str(folder)])
                      if info.name not in ("__main__", "_grade_plugin", "_grade_jail"))
-    assert "moe_tf.plots" in modules and "moe_tf.train" in modules, modules
+    assert "moe_tf.course.plots" in modules and "moe_tf.course.train" in modules, modules
     code = (
         "import os, sys, importlib\n"
         "import tensorflow, keras, matplotlib\n"  # what these set on import is theirs, not ours
@@ -92,14 +93,14 @@ def test_no_module_changes_the_environment_or_the_plot_backend_at_import():
 def test_command_lines_print_no_tensorflow_start_up_lines():
     """`python -m moe_tf train` imports TensorFlow (its models) before parsing; main() silences it first."""
     noise = ("cpu_feature_guard", "This TensorFlow binary")
-    control = _python("-c", "import moe_tf.train")  # the same import, without the command line's main()
+    control = _python("-c", "import moe_tf.course.train")  # the same import, without the command line's main()
     assert any(n in control.stderr for n in noise), "this TensorFlow prints no start-up lines: the check is void"
     train = _python("-m", "moe_tf", "train", "--help")
     assert train.returncode == 0 and "--task" in train.stdout, train.stderr[-2000:]
     assert not any(n in train.stderr for n in noise), train.stderr[-2000:]
     data = _python("-m", "moe_tf.data", "--help")
     assert data.returncode == 0 and not any(n in data.stderr for n in noise), data.stderr[-2000:]
-    grader = _python("-c", "import sys, moe_tf.grade; print('tensorflow' in sys.modules)")
+    grader = _python("-c", "import sys, moe_tf.course.grade; print('tensorflow' in sys.modules)")
     assert grader.stdout.strip() == "False", "moe-grade's own process needs no TensorFlow"
 
 
@@ -112,7 +113,7 @@ def test_the_library_works_without_the_course_extras(tmp_path):
         "import moe_tf.callbacks, moe_tf.data, moe_tf.dispatch, moe_tf.losses, moe_tf.metrics, moe_tf.routing\n"
         "from moe_tf import MixtureOfExperts\n"
         "print(MixtureOfExperts(4, 8, k=2)(np.ones((6, 3), 'float32')).shape)\n"
-        "try:\n    import moe_tf.plots\nexcept ImportError as err:\n    print('plots:', err)\n"
+        "try:\n    import moe_tf.course.plots\nexcept ImportError as err:\n    print('plots:', err)\n"
         "from moe_tf.data import _sources\n"
         f"try:\n    _sources.fetch_imdb({str(tmp_path)!r})\nexcept Exception as err:\n"
         "    print('imdb:', type(err).__name__, err)\n"
@@ -121,7 +122,7 @@ def test_the_library_works_without_the_course_extras(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     out = done.stdout
     assert "(6, 3)" in out, out
-    assert "plots: moe_tf.plots needs matplotlib: pip install 'moe-tf[course]'" in out, out
+    assert "plots: moe_tf.course.plots needs matplotlib: pip install 'moe-tf[course]'" in out, out
     assert "imdb: DataUnavailableError" in out and "moe-tf[course]" in out and "MOE_TF_DATA_DIR" in out, out
 
 

@@ -1,4 +1,4 @@
-"""`moe_tf.plots.class_gate_means` and `plot_gate_heatmap`, and the plotting backend choice."""
+"""`moe_tf.course.plots.class_gate_means` and `plot_gate_heatmap`, and the plotting backend choice."""
 
 import os
 import subprocess
@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from moe_tf.plots import class_gate_means, plot_gate_heatmap
+from moe_tf.course.plots import class_gate_means, plot_gate_heatmap
 
 
 def _softmax(x):
@@ -98,13 +98,13 @@ def _backend_after_import(env_backend):
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     if env_backend:
         env["MPLBACKEND"] = env_backend
-    code = "import moe_tf.plots, matplotlib; print(matplotlib.get_backend())"
+    code = "import moe_tf.course.plots, matplotlib; print(matplotlib.get_backend())"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return out.stdout.strip().splitlines()[-1]
 
 
 def test_importing_plots_selects_agg_in_a_script_but_keeps_a_chosen_backend():
     # A script or the CLI gets Agg (no display needed); a notebook kernel sets MPLBACKEND
-    # (ipykernel's inline backend), and importing moe_tf.plots must not replace it.
+    # (ipykernel's inline backend), and importing moe_tf.course.plots must not replace it.
     assert _backend_after_import(None).lower() == "agg"
     assert _backend_after_import("pdf").lower() == "pdf"

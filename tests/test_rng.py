@@ -8,7 +8,7 @@ from keras import ops
 
 from moe_tf import TopKRouter, rng
 from moe_tf.layers import Dropout
-from moe_tf.models import build_model
+from moe_tf.course.models import build_model
 from moe_tf.transformer import TransformerBlock
 
 from _helpers import rand

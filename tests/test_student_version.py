@@ -115,7 +115,7 @@ def test_the_question_bank_checks_pass_or_skip_in_the_copy(copy):
 
 def test_moe_grade_solutions_exits_2_in_the_copy(copy):
     dest = copy[0]
-    proc = _run_in(dest, "-m", "moe_tf.grade", "--solutions")
+    proc = _run_in(dest, "-m", "moe_tf.course.grade", "--solutions")
     assert proc.returncode == 2, proc.stdout + proc.stderr + _untracked_hint()
     assert f"--solutions: no solutions/ folder in {dest}" in proc.stderr, proc.stderr
     assert "student copy" in proc.stderr

@@ -1,9 +1,9 @@
-"""moe_tf.toy: the 2-D piecewise-linear problem of notebook 01 and its grid helper."""
+"""moe_tf.course.toy: the 2-D piecewise-linear problem of notebook 01 and its grid helper."""
 
 import numpy as np
 import pytest
 
-from moe_tf.toy import PiecewiseLinear, grid
+from moe_tf.course.toy import PiecewiseLinear, grid
 from tests._helpers import np_softmax
 
 

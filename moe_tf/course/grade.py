@@ -12,7 +12,7 @@ Usage::
 
 Each student (or the single learner) is graded by one ``python -m pytest`` subprocess on the course's
 ``tests/exercises`` (plus ``--hidden-tests``), loaded with the ``moe_grade_plugin`` (see
-``moe_tf/_grade_plugin.py``), in a fresh temporary copy: cwd, ``HOME`` and ``TMPDIR`` inside it. The
+``moe_tf/course/_grade_plugin.py``), in a fresh temporary copy: cwd, ``HOME`` and ``TMPDIR`` inside it. The
 plugin records every test's outcome and points, line by line, in a JSON-lines report outside the
 copy, so whatever the student's code does (raise, loop, ``sys.exit``, ``os._exit``, print
 megabytes, delete files) costs only that student the points. When the process dies or is killed
@@ -58,7 +58,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent  # the installed moe_tf package (site-packages, or a checkout)
+PACKAGE = Path(__file__).resolve().parents[1]  # the installed moe_tf package (site-packages, or a checkout)
 PLUGIN_SOURCE = Path(__file__).with_name("_grade_plugin.py")
 PLUGIN_MODULE = "moe_grade_plugin"
 

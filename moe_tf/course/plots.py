@@ -1,6 +1,6 @@
 """Plots of a training run (matplotlib, Agg backend outside notebooks: works without a display).
 
-Both functions take the result rows of `moe_tf.train` (one dict per model with
+Both functions take the result rows of `moe_tf.course.train` (one dict per model with
 `"model"`, `"history"` — Keras' `History.history` — and `"expert_load"` —
 `{layer: {"train": [epochs, E], "val": [epochs, E]}}` from `RoutingStats`)
 and write one PNG.
@@ -16,7 +16,7 @@ try:
     import matplotlib.pyplot as plt
 except ImportError as err:  # matplotlib comes with the course's extra, not with the library
     raise ImportError(
-        "moe_tf.plots needs matplotlib: pip install 'moe-tf[course]' (or pip install matplotlib)."
+        "moe_tf.course.plots needs matplotlib: pip install 'moe-tf[course]' (or pip install matplotlib)."
     ) from err
 import numpy as np
 

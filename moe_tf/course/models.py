@@ -1,4 +1,4 @@
-"""Model builders for the training comparison, and their parameter and FLOP accounting.
+"""The course's model zoo: the builders of the training comparison (`python -m moe_tf train`, notebooks 02-03).
 
 Four models share one skeleton, so that only the feed-forward block differs:
 
@@ -27,28 +27,13 @@ The residual connection matters for sparse models: an example whose expert
 slots are all over capacity gets 0 from the MoE block and still passes `h`
 on to the classifier.
 
-Accounting (`model_cost`) walks the built model's layers:
-
-- **total parameters**: every weight (`model.count_params()`).
-- **active parameters per example**: the weights one example's inference
-  forward pass reads. For a `MixtureOfExperts` that is the router (always)
-  plus k of the E experts (all E for the dense mixture). The Gaussian noise
-  kernel of a noisy router is only used in training and is not counted.
-- **active FLOPs per example**: 2 × the multiply-adds of the matrix
-  multiplications of one inference forward pass (a `d -> u` Dense is
-  `2·d·u`). Biases, activations, softmax, top-k, dropout, residual adds and
-  the gate-weighted sum are not counted (each is O(width), not O(width²)).
-  For top-k this is the algorithmic cost of k expert paths; the capacity
-  buffer of the gather dispatch actually computes `E·C ≈ capacity_factor·k`
-  paths per token, padding included.
+Their parameters and FLOPs, total and active, are counted by the library's
+`moe_tf.cost.model_cost` (its conventions are in that module's docstring).
 """
-
-import math
 
 import keras
 
 from moe_tf import _checks
-from moe_tf.layers._cost import dense_sizes
 from moe_tf.layers.dropout import Dropout
 from moe_tf.layers.linear_moe import LinearExpertsMoE
 from moe_tf.layers.moe import BALANCE_LOSSES as _LAYER_BALANCE_LOSSES
@@ -110,6 +95,7 @@ def build_model(
         An uncompiled `keras.Model` named after `model`; its MoE layer is named `"moe"`.
 
     Example:
+    >>> from moe_tf.cost import model_cost
     >>> m = build_model("topk-moe", 784, 10, num_experts=8, k=2)
     >>> model_cost(m)["active_flops"] < model_cost(build_model("dense-moe", 784, 10))["active_flops"]
     True
@@ -183,8 +169,6 @@ def build_model(
     return keras.Model(inputs, outputs, name=model.replace("-", "_"))
 
 
-# -- accounting ---------------------------------------------------------------
-
 
 def build_ngram_model(model, input_dim, num_classes, *, num_experts=8, k=2, capacity_factor=1.25, seed=0):
     """Builds one of the IMDB comparison models on a bag of n-grams (not compiled).
@@ -213,6 +197,7 @@ def build_ngram_model(model, input_dim, num_classes, *, num_experts=8, k=2, capa
         An uncompiled `keras.Model`; its MoE layer is named `"moe"`.
 
     Example:
+    >>> from moe_tf.cost import model_cost
     >>> m = build_ngram_model("topk-moe", 1000, 2)
     >>> model_cost(m)["total_params"]  # router 1000*8 + 8 experts * (1000*2 + 2)
     24016
@@ -235,84 +220,6 @@ def build_ngram_model(model, input_dim, num_classes, *, num_experts=8, k=2, capa
         layer = LinearExpertsMoE(num_experts, num_classes, kernel_initializer=init, seed=seed, name="moe", **options)
         outputs = layer(inputs)
     return keras.Model(inputs, outputs, name=model.replace("-", "_"))
-
-
-def _tokens_per_example(layer):
-    """How many times a layer runs per example: 1 for `[batch, dim]`, L for `[batch, L, dim]`."""
-    inputs = layer.input
-    if isinstance(inputs, (list, tuple)):  # a layer called with extra inputs (e.g. a mask): the first is the data
-        inputs = inputs[0]
-    shape = tuple(inputs.shape)
-    inner = shape[1:-1]
-    if any(n is None for n in inner):
-        raise ValueError(
-            f"Cannot count FLOPs of layer {layer.name!r}: its input shape {shape} has an unknown "
-            f"sequence length; build the model with a fixed length."
-        )
-    return math.prod(inner) if inner else 1
-
-
-def _dense_cost(layer):
-    params, multiply_adds = dense_sizes(layer)
-    return params, params, 2 * multiply_adds * _tokens_per_example(layer)
-
-
-_NORMALIZATION = (keras.layers.LayerNormalization, keras.layers.BatchNormalization)
-
-
-def _layer_costs(layer):
-    """(total params, active params, active FLOPs) of one layer, recursing into nested models."""
-    if hasattr(layer, "cost"):  # the library's MoE layers, TransformerBlock, TokenAndPositionEmbedding
-        cost = layer.cost()
-        flops = cost.flops_per_token * _tokens_per_example(layer) if cost.flops_per_token else 0
-        return cost.total_params, cost.active_params, flops
-    if isinstance(layer, keras.layers.Dense):
-        return _dense_cost(layer)
-    if isinstance(layer, keras.Model):  # Sequential / Functional blocks
-        parts = [_layer_costs(sub) for sub in layer.layers]
-        return tuple(sum(p[i] for p in parts) for i in range(3))
-    n = sum(math.prod(w.shape) for w in layer.weights)
-    if n == 0:  # Input, Dropout, Add, Activation, ...: no weights, no matmul
-        return 0, 0, 0
-    if isinstance(layer, _NORMALIZATION):  # elementwise: active weights, no matmul FLOPs
-        return n, n, 0
-    raise ValueError(
-        f"`model_cost` cannot account for layer {layer.name!r} of type {type(layer).__name__}; "
-        f"supported layers with weights: Dense, LayerNormalization, BatchNormalization, and layers with a "
-        f"`cost()` method (every MoE layer of moe_tf, TransformerBlock, TokenAndPositionEmbedding)."
-    )
-
-
-def model_cost(model):
-    """Total parameters, active parameters and active FLOPs per example of a built model.
-
-    Conventions are in the module docstring: FLOPs = 2 × matmul multiply-adds of
-    one inference forward pass; a `MixtureOfExperts` layer counts its router and
-    k of its E experts as active (all E when `k=None`). Every layer of the
-    library reports its own cost (`layer.cost()`, a `moe_tf.layers.LayerCost`
-    per token), which this function multiplies by the tokens per example.
-
-    Args:
-        model: a built functional `keras.Model` made of `Dense`, the library's
-            layers (every MoE layer, `TransformerBlock`, `TokenAndPositionEmbedding`),
-            normalization and weight-free layers (nested models are walked). The
-            sequence length must be fixed for layers on sequences.
-
-    Returns:
-        A dict of ints: `total_params`, `active_params`, `active_flops`.
-
-    Example:
-    >>> m = build_model("dense", 784, 10, width=256, expert_units=256)
-    >>> model_cost(m)
-    {'total_params': 335114, 'active_params': 335114, 'active_flops': 668672}
-    """
-    if not model.built:
-        raise ValueError(f"`model` must be built before counting its cost; received the unbuilt model {model.name!r}.")
-    total, active, flops = 0, 0, 0
-    for layer in model.layers:
-        t, a, f = _layer_costs(layer)
-        total, active, flops = total + t, active + a, flops + f
-    return {"total_params": int(total), "active_params": round(active), "active_flops": round(flops)}
 
 
 def moe_layers(model):

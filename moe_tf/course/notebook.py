@@ -2,7 +2,7 @@
 
 A notebook starts with
 
-    from moe_tf import notebook as nb
+    from moe_tf.course import notebook as nb
     nb.setup(seed=0)                      # prints versions and the run mode
     EPOCHS = nb.pick(full=10, smoke=1)    # one knob, two modes
 

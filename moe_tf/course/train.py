@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from moe_tf.models import MODELS
+from moe_tf.course.models import MODELS
 
 TASKS = ("mnist", "imdb")
 
@@ -286,7 +286,7 @@ def build_and_compile(model_name, args, task_data):
     """Builds `model_name` with the run's hyper-parameters and compiles it (Adam, cosine decay, XLA)."""
     import keras
 
-    from moe_tf.models import build_model, build_ngram_model
+    from moe_tf.course.models import build_model, build_ngram_model
 
     keras.utils.set_random_seed(args.seed)
     if args.task == "imdb":
@@ -336,7 +336,8 @@ def train_one(model_name, args, task_data):
     import numpy as np
 
     from moe_tf.callbacks import RoutingStats, StepTimer
-    from moe_tf.models import model_cost, moe_layers
+    from moe_tf.cost import model_cost
+    from moe_tf.course.models import moe_layers
 
     model = build_and_compile(model_name, args, task_data)
     cost = model_cost(model)
@@ -508,7 +509,7 @@ def main(argv=None):
 
         if not os.environ.get("MPLBACKEND"):  # files only: no display needed (a notebook keeps its own backend)
             matplotlib.use("Agg")
-        from moe_tf import plots
+        from moe_tf.course import plots
 
         paths["curves"] = str(plots.plot_curves(rows, out / "curves.png", title=task_data.description))
         if any(r["expert_load"] for r in rows):
