@@ -8,6 +8,10 @@
 - `import moe_tf` loads neither TensorFlow nor Keras and changes no
   environment variable; importing any of its modules changes none either
   (no `os.environ` or `matplotlib.use` at import time).
+- The library is apart from the course: importing the layers, routing,
+  dispatch and losses imports nothing of `moe_tf.course` (the grader, the
+  training CLI, plots, notebook helpers), nor pytest, matplotlib or
+  tensorflow_datasets.
 - The command lines silence TensorFlow's start-up lines before importing it.
 """
 
@@ -102,6 +106,25 @@ def test_command_lines_print_no_tensorflow_start_up_lines():
     assert data.returncode == 0 and not any(n in data.stderr for n in noise), data.stderr[-2000:]
     grader = _python("-c", "import sys, moe_tf.course.grade; print('tensorflow' in sys.modules)")
     assert grader.stdout.strip() == "False", "moe-grade's own process needs no TensorFlow"
+
+
+def test_the_library_imports_nothing_of_the_course():
+    """Building a MoE model loads neither `moe_tf.course` nor what only the course needs.
+
+    Keras itself imports matplotlib when it is installed (`keras.src.visualization`), so the check is on
+    the modules the library loads beyond those Keras and TensorFlow load on their own.
+    """
+    code = (
+        "import sys\n"
+        "import keras, tensorflow\n"
+        "theirs = set(sys.modules)\n"
+        "import moe_tf.layers, moe_tf.routing, moe_tf.dispatch, moe_tf.losses\n"
+        "new = sorted(set(sys.modules) - theirs)\n"
+        "print([m for m in new if m.startswith(('moe_tf.course', 'pytest', 'matplotlib', 'tensorflow_datasets'))])\n"
+    )
+    done = _python("-c", code)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "[]", f"importing the library loaded {done.stdout.splitlines()[-1]}"
 
 
 def test_the_library_works_without_the_course_extras(tmp_path):
