@@ -1,7 +1,11 @@
 """Sending tokens to their experts and bringing results back.
 
-Three dispatches, selectable in `MixtureOfExperts(dispatch=...)`. The first
-two fill fixed capacity slots (`C` per expert) and implement the same maths:
+A dispatch takes the tokens, the router's plan (`moe_tf.plan`) and the
+experts (`moe_tf.layers.Experts`, or any callable mapping `[E, C, d]` to
+`[E, C, d_out]`), and returns every token's combined output. For a
+`SlotPlan` (token choice) there are three, selectable in
+`MixtureOfExperts(dispatch=...)`; the first two fill fixed capacity slots
+(`C` per expert) and implement the same maths:
 
 - `einsum_dispatch`: the GShard/Switch/Mesh-TF formulation. Builds a binary
   dispatch tensor `[T, E, C]` and a combine tensor of the same shape, and
@@ -19,15 +23,24 @@ two fill fixed capacity slots (`C` per expert) and implement the same maths:
   The shapes stay static, so it compiles under XLA. The default when
   `capacity_factor=None`.
 
-All take the routing decision already made (`capacity_positions`) and
-return exactly 0 for an assignment that was dropped: never `input * gate`.
+Two more complete the set:
 
-Shapes:
-    tokens    [T, d]      flattened tokens
-    indices   [T, k]      chosen experts
-    positions [T, k]      slot of each assignment in its expert
-    weights   [T, k]      combine weight of each assignment, already 0 where dropped
-    keep      [T, k]      1 where the assignment got a slot, 0 where dropped or padding
+- `dense_dispatch`: the dense mixture's plan (every token to every
+  expert). The experts read the shared `[T, d]` tokens directly, without a
+  copy per expert.
+- `mask_dispatch`: a `MaskPlan` (expert choice, Soft MoE): each expert's
+  slots are `dispatch`-weighted sums of its group's tokens, and each token
+  gets the `combine`-weighted sum of the slots' outputs.
+
+All take the routing decision already made and return exactly 0 for an
+assignment that was dropped: never `input * gate`.
+
+Shapes (the plan's fields, see `moe_tf.plan`):
+    tokens     [T, d]      flattened tokens (`[G, n, d]` groups for `mask_dispatch`)
+    indices    [T, k]      chosen experts
+    positions  [T, k]      slot of each assignment in its expert
+    weights    [T, k]      combine weight of each assignment, 0 where dropped (`plan.combine_weights`)
+    keep       [T, k]      1 where the assignment got a slot, 0 where dropped or padding
 """
 
 from keras import ops
@@ -58,19 +71,20 @@ def dispatch_and_combine_tensors(indices, positions, weights, keep, num_experts,
     return dispatch, combine
 
 
-def einsum_dispatch(tokens, indices, positions, weights, keep, experts, num_experts, capacity):
+def einsum_dispatch(tokens, plan, experts):
     """One-hot dispatch/combine with einsums.
 
     Args:
-        tokens, indices, positions, weights, keep: see the module docstring.
+        tokens: `[T, d]`.
+        plan: a `SlotPlan` with positions and a capacity C.
         experts: a callable mapping `[E, C, d]` to `[E, C, d_out]`.
-        num_experts: E.
-        capacity: C, slots per expert.
 
     Returns:
         `[T, d_out]` float32 outputs.
     """
-    dispatch, combine = dispatch_and_combine_tensors(indices, positions, weights, keep, num_experts, capacity)
+    dispatch, combine = dispatch_and_combine_tensors(
+        plan.indices, plan.positions, plan.combine_weights, plan.keep, plan.num_experts, plan.capacity
+    )
     expert_inputs = ops.einsum("tec,td->ecd", ops.cast(dispatch, tokens.dtype), tokens)  # [E, C, d]
     expert_outputs = ops.cast(experts(expert_inputs), "float32")  # [E, C, d_out]
     return ops.einsum("tec,eco->to", combine, expert_outputs)  # [T, d_out]
@@ -160,7 +174,7 @@ def _slot_dispatch(tokens, slots, keep, num_slots, run_experts):
     return ops.reshape(gathered, (-1, num_choices, gathered.shape[-1]))  # [T, k, d_out]
 
 
-def gather_dispatch(tokens, indices, positions, weights, keep, experts, num_experts, capacity):
+def gather_dispatch(tokens, plan, experts):
     """Gather tokens into slots, run the experts, gather the slots back.
 
     Each kept assignment names a flat slot `e * C + position`. The inverse
@@ -171,16 +185,17 @@ def gather_dispatch(tokens, indices, positions, weights, keep, experts, num_expe
 
     Args and returns: as `einsum_dispatch`.
     """
+    num_experts, capacity = plan.num_experts, plan.capacity
     num_slots = num_experts * capacity
     dim = tokens.shape[-1]
-    slots = indices * capacity + positions  # [T, k]
+    slots = plan.indices * capacity + plan.positions  # [T, k]
 
     def run(slot_inputs):  # [E*C, d] -> [E*C, d_out]
         outputs = experts(ops.reshape(slot_inputs, (num_experts, capacity, dim)))  # [E, C, d_out]
         return ops.reshape(outputs, (num_slots, outputs.shape[-1]))
 
-    gathered = _slot_dispatch(tokens, slots, keep, num_slots, run)  # [T, k, d_out]
-    return ops.sum(gathered * ops.cast(weights, "float32")[..., None], axis=1)  # [T, d_out]
+    gathered = _slot_dispatch(tokens, slots, plan.keep, num_slots, run)  # [T, k, d_out]
+    return ops.sum(gathered * ops.cast(plan.combine_weights, "float32")[..., None], axis=1)  # [T, d_out]
 
 
 def dropless_block_size(num_assignments, num_experts):
@@ -264,7 +279,7 @@ def dropless_layout(indices, keep, num_experts, block):
     return ops.cast(rows, "int32"), ops.cast(block_experts, "int32"), num_rows
 
 
-def dropless_dispatch(tokens, indices, weights, keep, experts, num_experts, block=None):
+def dropless_dispatch(tokens, plan, experts, block=None):
     """Every assignment runs, at about `k*T` rows of expert compute (MegaBlocks-style blocks).
 
     Tokens are gathered into a buffer where each expert's assignments sit
@@ -276,16 +291,17 @@ def dropless_dispatch(tokens, indices, weights, keep, experts, num_experts, bloc
     per expert.
 
     Args:
-        tokens, indices, weights, keep: see the module docstring (`keep` is
-            0 only for padding tokens here).
+        tokens: `[T, d]`.
+        plan: a `SlotPlan` without capacity (`keep` is 0 only for padding
+            tokens; positions and capacity are not used).
         experts: a callable `experts(inputs [B, b, d], expert_ids=[B]) -> [B, b, d_out]`,
             e.g. a `moe_tf.layers.Experts`.
-        num_experts: E.
         block: rows per block; None picks `dropless_block_size`.
 
     Returns:
         `[T, d_out]` float32 outputs.
     """
+    indices, keep, num_experts = plan.indices, plan.keep, plan.num_experts
     num_tokens, num_choices = ops.shape(tokens)[0], indices.shape[-1]
     if block is None:
         block = dropless_block_size(num_tokens * num_choices, num_experts)
@@ -298,11 +314,53 @@ def dropless_dispatch(tokens, indices, weights, keep, experts, num_experts, bloc
         return ops.reshape(outputs, (num_rows, outputs.shape[-1]))
 
     gathered = _slot_dispatch(tokens, rows, keep, num_rows, run)  # [T, k, d_out], padding reads 0
-    return ops.sum(gathered * ops.cast(weights, "float32")[..., None], axis=1)  # [T, d_out]
+    return ops.sum(gathered * ops.cast(plan.combine_weights, "float32")[..., None], axis=1)  # [T, d_out]
 
 
-DISPATCHERS = {"einsum": einsum_dispatch, "gather": gather_dispatch}
-"""The capacity-slot dispatchers, which share one signature."""
+def dense_dispatch(tokens, plan, experts):
+    """The dense mixture: every expert runs on every token, `sum_e gate_e * expert_e(x)`.
 
-DISPATCH_OPTIONS = ("gather", "einsum", "dropless")
+    The experts read the `[T, d]` tokens once (`Experts` takes a shared
+    rank-2 input) instead of E broadcast copies `[E, T, d]`.
+
+    Args:
+        tokens: `[T, d]`.
+        plan: a dense `SlotPlan` (`indices=None`, `gates` and `keep` `[T, E]`).
+        experts: a callable mapping `[T, d]` to `[E, T, d_out]`.
+
+    Returns:
+        `[T, d_out]` float32 outputs.
+    """
+    expert_outputs = ops.cast(experts(tokens), "float32")  # [E, T, d_out]
+    return ops.einsum("te,eto->to", plan.combine_weights, expert_outputs)  # [T, d_out]
+
+
+def mask_dispatch(groups, plan, experts):
+    """Slots as `dispatch`-weighted sums of tokens; outputs as `combine`-weighted sums of slots.
+
+    With a one-hot `dispatch` (expert choice) a slot holds one token; with a
+    softmax over tokens (Soft MoE) it holds an average of all of them. Each
+    expert runs once on its slots of every group together (`[E, G*C, d]`).
+
+    Args:
+        groups: `[G, n, d]` tokens in routing groups.
+        plan: a `MaskPlan` (`dispatch`, `combine`: `[G, n, E, C]`).
+        experts: a callable mapping `[E, N, d]` to `[E, N, d_out]`.
+
+    Returns:
+        `[G, n, d_out]` float32 outputs.
+    """
+    x = ops.cast(groups, "float32")
+    slots = ops.einsum("gnec,gnd->gecd", plan.dispatch, x)  # [G, E, C, d]
+    E, C, dim = slots.shape[1], ops.shape(slots)[2], slots.shape[-1]
+    flat = ops.reshape(ops.transpose(slots, (1, 0, 2, 3)), (E, -1, dim))  # [E, G*C, d]: each expert once
+    outputs = ops.cast(experts(ops.cast(flat, experts.compute_dtype)), "float32")  # [E, G*C, d_out]
+    outputs = ops.transpose(ops.reshape(outputs, (E, -1, C, outputs.shape[-1])), (1, 0, 2, 3))  # [G, E, C, d_out]
+    return ops.einsum("gnec,geco->gno", plan.combine, outputs)  # [G, n, d_out]
+
+
+DISPATCHERS = {"gather": gather_dispatch, "einsum": einsum_dispatch, "dropless": dropless_dispatch}
+"""The `SlotPlan` dispatches of sparse routing, by their `MixtureOfExperts(dispatch=...)` name; all `(tokens, plan, experts)`."""
+
+DISPATCH_OPTIONS = tuple(DISPATCHERS)
 """Every value of `MixtureOfExperts(dispatch=...)`."""

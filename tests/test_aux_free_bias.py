@@ -69,9 +69,9 @@ def test_default_off_adds_no_weight_and_routes_as_before():
     assert router.bias_update_rate == 0.0 and router.get_config()["bias_update_rate"] == 0.0
     assert not hasattr(router, "selection_bias")
     assert [w.name for w in router.weights] == ["kernel"], "no extra weight when the bias is off"
-    gates, indices = top_k_choices(out["logits"], 2, renormalize=True)
-    np.testing.assert_array_equal(ops.convert_to_numpy(out["indices"]), ops.convert_to_numpy(indices))
-    np.testing.assert_array_equal(ops.convert_to_numpy(out["top_gates"]), ops.convert_to_numpy(gates))
+    gates, indices = top_k_choices(out.logits, 2, renormalize=True)
+    np.testing.assert_array_equal(ops.convert_to_numpy(out.indices), ops.convert_to_numpy(indices))
+    np.testing.assert_array_equal(ops.convert_to_numpy(out.gates), ops.convert_to_numpy(gates))
     moe = MixtureOfExperts(4, 8, k=2)
     moe(rand(3, 5, 6, seed=3), training=True)
     assert moe.router.bias_update_rate == 0.0 and not hasattr(moe.router, "selection_bias")
@@ -99,8 +99,9 @@ def test_zero_bias_routes_like_the_unbiased_router(k, renormalize):
     biased.build((None, 6))
     biased.kernel.assign(plain.kernel)
     a, b = plain(x), biased(x)  # inference: the bias stays 0
-    for key in ("indices", "gates", "top_gates", "probs"):
-        np.testing.assert_allclose(ops.convert_to_numpy(b[key]), ops.convert_to_numpy(a[key]), rtol=1e-6, atol=1e-7)
+    for key in ("indices", "gates", "keep", "probs"):
+        np.testing.assert_allclose(ops.convert_to_numpy(getattr(b, key)), ops.convert_to_numpy(getattr(a, key)),
+                                   rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(biased.selection_bias.numpy(), np.zeros(5))
 
 
@@ -118,20 +119,20 @@ def test_bias_changes_selection_not_gate_values(k, renormalize):
     gates, indices = np_route(logits, bias, k, router.renormalize)
     if renormalize and k == 1:
         gates = np.ones_like(gates)
-    np.testing.assert_array_equal(ops.convert_to_numpy(out["indices"]), indices)
-    np.testing.assert_allclose(ops.convert_to_numpy(out["top_gates"]), gates, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(ops.convert_to_numpy(out.indices), indices)
+    np.testing.assert_allclose(ops.convert_to_numpy(out.gates), gates, rtol=1e-5, atol=1e-6)
     # The selection really moved: expert 0 (favoured by the router, penalised by the bias) is chosen less.
     unbiased = np_route(logits, 0 * bias, k, router.renormalize)[1]
     assert (unbiased != indices).any(axis=-1).mean() > 0.3
     assert (indices == 0).sum() < (unbiased == 0).sum()
     # The gates read the unbiased probabilities: gate = p_i (raw) or p_i / sum of the chosen p (renormalised).
-    probs = ops.convert_to_numpy(out["probs"])
-    chosen = np.take_along_axis(probs, ops.convert_to_numpy(out["indices"]), axis=-1)
+    probs = ops.convert_to_numpy(out.probs)
+    chosen = np.take_along_axis(probs, ops.convert_to_numpy(out.indices), axis=-1)
     if not renormalize:
-        np.testing.assert_allclose(ops.convert_to_numpy(out["top_gates"]), chosen, rtol=1e-6)
+        np.testing.assert_allclose(ops.convert_to_numpy(out.gates), chosen, rtol=1e-6)
     # Dense gates: zero outside the chosen experts, row sums = compact gate sums.
-    dense = ops.convert_to_numpy(out["gates"])
-    np.testing.assert_allclose(dense.sum(-1), ops.convert_to_numpy(out["top_gates"]).sum(-1), rtol=1e-6)
+    dense = ops.convert_to_numpy(out.dense_gates())
+    np.testing.assert_allclose(dense.sum(-1), ops.convert_to_numpy(out.gates).sum(-1), rtol=1e-6)
     assert ((dense > 0).sum(-1) <= k).all()
 
 
@@ -141,8 +142,9 @@ def test_a_uniform_bias_changes_nothing():
     before = router(x)
     router.selection_bias.assign(np.full(4, 0.7, "float32"))
     after = router(x)
-    for key in ("indices", "top_gates"):
-        np.testing.assert_allclose(ops.convert_to_numpy(after[key]), ops.convert_to_numpy(before[key]), rtol=1e-6)
+    for key in ("indices", "gates"):
+        np.testing.assert_allclose(ops.convert_to_numpy(getattr(after, key)), ops.convert_to_numpy(getattr(before, key)),
+                                   rtol=1e-6)
 
 
 def test_bias_gets_no_gradient_and_router_kernel_does():
@@ -151,7 +153,7 @@ def test_bias_gets_no_gradient_and_router_kernel_does():
     x = tf.constant(rand(20, 6, seed=7))
     with tf.GradientTape() as tape:
         out = router(x, training=False)
-        target = tf.reduce_sum(out["top_gates"] * tf.range(1.0, 3.0))
+        target = tf.reduce_sum(out.gates * tf.range(1.0, 3.0))
     grads = tape.gradient(target, [router.kernel, router.selection_bias.value])
     assert grads[1] is None, "the selection bias must not receive a gradient"
     assert grads[0] is not None and np.abs(grads[0].numpy()).sum() > 0, "the router kernel learns through the gates"
@@ -168,7 +170,7 @@ def test_one_update_is_gamma_sign_of_mean_minus_load():
     x = rand(64, 6, seed=8)
     _, indices = np_route(_logits(router, x), np.zeros(4), 2, True)
     out = router(x, training=True)
-    np.testing.assert_array_equal(ops.convert_to_numpy(out["indices"]), indices, err_msg="selection uses the old bias")
+    np.testing.assert_array_equal(ops.convert_to_numpy(out.indices), indices, err_msg="selection uses the old bias")
     expected = np_update(np.zeros(4), indices, 4, gamma)
     np.testing.assert_allclose(router.selection_bias.numpy(), expected, atol=1e-7)
     assert expected[0] == -gamma and expected[1] == -gamma and (expected[2:] == gamma).all()
@@ -192,7 +194,7 @@ def test_bias_moves_a_skewed_router_to_balance():
         logits = _logits(router, x)
         _, indices = np_route(logits, bias, 2, True)
         out = router(x, training=True)
-        np.testing.assert_array_equal(ops.convert_to_numpy(out["indices"]), indices)
+        np.testing.assert_array_equal(ops.convert_to_numpy(out.indices), indices)
         loads.append(np.bincount(indices.reshape(-1), minlength=E) / indices.size)
         bias = np_update(bias, indices, E, gamma)
         np.testing.assert_allclose(router.selection_bias.numpy(), bias, atol=1e-5)

@@ -20,7 +20,7 @@ from moe_tf.layers import (
     SharedExpertsMoE,
     SoftMoE,
 )
-from moe_tf.models import model_cost
+from moe_tf.cost import model_cost
 from moe_tf.transformer import TokenAndPositionEmbedding, TransformerBlock
 
 

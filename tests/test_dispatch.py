@@ -6,8 +6,15 @@ import tensorflow as tf
 from hypothesis import given
 from hypothesis import strategies as st
 
-from moe_tf.dispatch import DISPATCHERS, dispatch_and_combine_tensors, einsum_dispatch, gather_dispatch
+from moe_tf.dispatch import (
+    DISPATCHERS,
+    dispatch_and_combine_tensors,
+    dropless_dispatch,
+    einsum_dispatch,
+    gather_dispatch,
+)
 from moe_tf.layers import Experts
+from moe_tf.plan import SlotPlan
 from moe_tf.routing import capacity_positions, top_k_gates
 
 
@@ -26,6 +33,14 @@ def route(logits, k, capacity, token_mask=None, mask_weights=True):
     if mask_weights:
         weights = weights * np.asarray(keep)
     return np.asarray(indices), np.asarray(positions), weights.astype(np.float32), np.asarray(keep)
+
+
+def run_dispatch(dispatch_fn, tokens, indices, positions, weights, keep, experts, num_experts, capacity):
+    """`dispatch_fn` on the `SlotPlan` of these routing arrays (dispatches read neither probs nor logits)."""
+    zeros = tf.zeros((tf.shape(indices)[0], num_experts))  # [T, E]: gives the plan its E
+    plan = SlotPlan(indices=indices, gates=weights, keep=keep, positions=positions, capacity=capacity,
+                    probs=zeros, logits=zeros)
+    return dispatch_fn(tokens, plan, experts)
 
 
 class AffineExperts:
@@ -130,8 +145,8 @@ def test_einsum_and_gather_dispatch_agree(case):
     experts = AffineExperts(num_experts, dim, out_dim, seed=int(rng.integers(1000)))
     indices, positions, weights, keep = route(logits, k, capacity, mask)
     args = (tokens, indices, positions, weights, keep, experts, num_experts, capacity)
-    out_einsum = np.asarray(einsum_dispatch(*args))
-    out_gather = np.asarray(gather_dispatch(*args))
+    out_einsum = np.asarray(run_dispatch(einsum_dispatch, *args))
+    out_gather = np.asarray(run_dispatch(gather_dispatch, *args))
     assert out_einsum.shape == out_gather.shape == (num_tokens, out_dim), "outputs should be [T, d_out]"
     np.testing.assert_allclose(out_einsum, out_gather, atol=1e-5, err_msg="einsum and gather dispatch must agree")
 
@@ -155,7 +170,7 @@ def _outputs_and_grads(dispatch_fn, tokens, weights, indices, positions, keep, e
     """Output and the gradients of `sum(out * cotangent)` w.r.t. tokens, weights and the experts' kernel."""
     with tf.GradientTape() as tape:
         tape.watch([tokens, weights, experts.kernel])
-        out = dispatch_fn(tokens, indices, positions, weights, keep, experts, num_experts, capacity)
+        out = run_dispatch(dispatch_fn, tokens, indices, positions, weights, keep, experts, num_experts, capacity)
         loss = tf.reduce_sum(out * cotangent)
     grads = tape.gradient(loss, [tokens, weights, experts.kernel])
     return [out] + [tf.convert_to_tensor(g) for g in grads]
@@ -199,13 +214,12 @@ def test_dispatchers_agree_with_real_experts_layer(num_tokens, num_experts, k, c
     logits[:, 0] += 4.0  # force some drops
     indices, positions, weights, keep = route(logits, k, capacity)
     args = (tokens, indices, positions, weights, keep, experts, num_experts, capacity)
-    out_einsum = np.asarray(einsum_dispatch(*args))
-    out_gather = np.asarray(gather_dispatch(*args))
+    out_einsum = np.asarray(run_dispatch(einsum_dispatch, *args))
+    out_gather = np.asarray(run_dispatch(gather_dispatch, *args))
     assert out_einsum.shape == (num_tokens, dim)
     np.testing.assert_allclose(out_einsum, out_gather, atol=1e-5, err_msg="einsum and gather dispatch must agree")
     assert np.abs(out_gather).sum() > 0, "kept tokens should produce nonzero outputs"
-    assert set(DISPATCHERS) == {"einsum", "gather"}
-    assert DISPATCHERS["einsum"] is einsum_dispatch and DISPATCHERS["gather"] is gather_dispatch
+    assert DISPATCHERS == {"einsum": einsum_dispatch, "gather": gather_dispatch, "dropless": dropless_dispatch}
 
 
 # --------------------------------------------------------------------------- dropped assignments
@@ -233,7 +247,7 @@ def test_fully_dropped_token_outputs_exact_zero(dispatch_fn, bias):
     experts = AffineExperts(2, 2, 2, seed=1)
     experts.bias = tf.fill((2, 1, 2), bias)  # empty slots produce `bias`, not 0
     for w in (weights, weights * keep):
-        out = np.asarray(dispatch_fn(tokens, indices, positions, w, keep, experts, 2, 1))
+        out = np.asarray(run_dispatch(dispatch_fn, tokens, indices, positions, w, keep, experts, 2, 1))
         assert np.all(out[2] == 0.0), f"a fully dropped token must output exactly 0.0, got {out[2]}"
         assert np.all(out[:2] != 0.0), "kept tokens should have nonzero outputs"
         expected_kept = np.asarray(experts(tf.constant([[[1.0, -2.0]], [[0.5, 3.0]]])))[:, 0, :]
@@ -258,7 +272,7 @@ def test_dispatch_under_xla_with_gradients(dispatch_fn):
             gates, indices = top_k_gates(logits, 2)
             positions, keep = capacity_positions(indices, num_experts, capacity)
             weights = tf.gather(gates, indices, batch_dims=1) * keep
-            out = dispatch_fn(tokens, indices, positions, weights, keep, experts, num_experts, capacity)
+            out = run_dispatch(dispatch_fn, tokens, indices, positions, weights, keep, experts, num_experts, capacity)
             loss = tf.reduce_sum(out * cotangent)
         grad = tape.gradient(loss, tokens)
         return out, keep, tf.convert_to_tensor(grad)  # gather's gradient may be IndexedSlices
@@ -272,7 +286,5 @@ def test_dispatch_under_xla_with_gradients(dispatch_fn):
     assert np.all(grad[2:] == 0.0), "fully dropped tokens must get exactly zero gradient"
     assert np.all(np.abs(grad[:2]).sum(-1) > 0), "kept tokens must get a nonzero gradient"
 
-    eager_out = dispatch_fn(
-        tokens, *route(logits.numpy(), 2, capacity), experts, num_experts, capacity
-    )
+    eager_out = run_dispatch(dispatch_fn, tokens, *route(logits.numpy(), 2, capacity), experts, num_experts, capacity)
     np.testing.assert_allclose(out, np.asarray(eager_out), atol=1e-5, err_msg="XLA and eager outputs must agree")

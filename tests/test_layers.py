@@ -239,9 +239,9 @@ def test_router_topk_gates_sparse_and_renormalised(k):
     router = TopKRouter(E, k=k)
     x = rand(10, 5, seed=2)
     out = router(x)
-    logits = ops.convert_to_numpy(out["logits"])
-    gates = ops.convert_to_numpy(out["gates"])
-    indices = ops.convert_to_numpy(out["indices"])
+    logits = ops.convert_to_numpy(out.logits)
+    gates = ops.convert_to_numpy(out.dense_gates())
+    indices = ops.convert_to_numpy(out.indices)
     np.testing.assert_allclose(logits, x @ router.kernel.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(indices, np.argsort(-logits, axis=-1, kind="stable")[:, :k])
     chosen = np.zeros_like(gates, dtype=bool)
@@ -258,13 +258,13 @@ def test_router_top1_keeps_raw_probability_by_default():
     router = TopKRouter(5, k=1)
     out = router(rand(8, 4, seed=3) * 3)
     assert router.renormalize is False, "k=1 should default to renormalize=False (Switch)"
-    gates, probs = ops.convert_to_numpy(out["gates"]), ops.convert_to_numpy(out["probs"])
+    gates, probs = ops.convert_to_numpy(out.dense_gates()), ops.convert_to_numpy(out.probs)
     np.testing.assert_allclose(gates.max(-1), probs.max(-1), rtol=1e-6, err_msg="top-1 gate should be max prob")
     assert np.all(gates.sum(-1) < 1.0), "a top-1 gate must be the full softmax probability p < 1"
     assert np.all((gates > 0).sum(-1) == 1)
 
     renorm = TopKRouter(5, k=1, renormalize=True)
-    g = ops.convert_to_numpy(renorm(rand(8, 4, seed=3))["gates"])
+    g = ops.convert_to_numpy(renorm(rand(8, 4, seed=3)).dense_gates())
     np.testing.assert_allclose(g.sum(-1), 1.0, atol=1e-6, err_msg="renormalised top-1 gate should be 1")
 
 
@@ -273,9 +273,9 @@ def test_router_dense_returns_softmax_probs():
     x = rand(7, 3, seed=4)
     out = router(x)
     expected = np_softmax(x.astype(np.float64) @ router.kernel.numpy())
-    np.testing.assert_allclose(ops.convert_to_numpy(out["gates"]), expected, rtol=1e-5, atol=1e-7)
-    np.testing.assert_array_equal(ops.convert_to_numpy(out["gates"]), ops.convert_to_numpy(out["probs"]))
-    assert out["indices"] is None
+    np.testing.assert_allclose(ops.convert_to_numpy(out.dense_gates()), expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(ops.convert_to_numpy(out.dense_gates()), ops.convert_to_numpy(out.probs))
+    assert out.indices is None
 
 
 def test_router_gaussian_noise_only_in_training():
@@ -283,16 +283,16 @@ def test_router_gaussian_noise_only_in_training():
     x = rand(12, 4, seed=5)
     inf1, inf2 = router(x, training=False), router(x, training=False)
     clean = x @ router.kernel.numpy()
-    np.testing.assert_array_equal(ops.convert_to_numpy(inf1["logits"]), ops.convert_to_numpy(inf2["logits"]))
-    np.testing.assert_allclose(ops.convert_to_numpy(inf1["logits"]), clean, rtol=1e-5, atol=1e-6)
-    assert inf1["noise_stddev"] is None, "no noise scale in inference"
+    np.testing.assert_array_equal(ops.convert_to_numpy(inf1.logits), ops.convert_to_numpy(inf2.logits))
+    np.testing.assert_allclose(ops.convert_to_numpy(inf1.logits), clean, rtol=1e-5, atol=1e-6)
+    assert inf1.noise_stddev is None, "no noise scale in inference"
 
     tr1, tr2 = router(x, training=True), router(x, training=True)
-    l1, l2 = ops.convert_to_numpy(tr1["logits"]), ops.convert_to_numpy(tr2["logits"])
+    l1, l2 = ops.convert_to_numpy(tr1.logits), ops.convert_to_numpy(tr2.logits)
     assert np.abs(l1 - l2).max() > 1e-3, "training-time noise should differ between calls"
     assert np.abs(l1 - clean).max() > 1e-3, "training logits should carry noise"
-    np.testing.assert_allclose(ops.convert_to_numpy(tr1["clean_logits"]), clean, rtol=1e-5, atol=1e-6)
-    stddev = tr1["noise_stddev"]
+    np.testing.assert_allclose(ops.convert_to_numpy(tr1.clean_logits), clean, rtol=1e-5, atol=1e-6)
+    stddev = tr1.noise_stddev
     assert stddev is not None and tuple(stddev.shape) == (12, 6), "noise_stddev [T, E] expected in training"
     # W_noise starts at zero: stddev = softplus(0) + noise_epsilon.
     np.testing.assert_allclose(ops.convert_to_numpy(stddev), math.log(2.0) + 1e-2, rtol=1e-5)
@@ -301,15 +301,15 @@ def test_router_gaussian_noise_only_in_training():
 def test_router_jitter_changes_logits_only_in_training():
     router = TopKRouter(6, k=2, noise="jitter", noise_epsilon=0.1)
     x = rand(12, 4, seed=6)
-    inf = ops.convert_to_numpy(router(x, training=False)["logits"])
+    inf = ops.convert_to_numpy(router(x, training=False).logits)
     clean = x @ router.kernel.numpy()
     np.testing.assert_allclose(inf, clean, rtol=1e-5, atol=1e-6, err_msg="no jitter in inference")
     tr1 = router(x, training=True)
     tr2 = router(x, training=True)
-    l1, l2 = ops.convert_to_numpy(tr1["logits"]), ops.convert_to_numpy(tr2["logits"])
+    l1, l2 = ops.convert_to_numpy(tr1.logits), ops.convert_to_numpy(tr2.logits)
     assert np.abs(l1 - clean).max() > 1e-4, "jitter should change training logits"
     assert np.abs(l1 - l2).max() > 1e-4, "jitter should differ between training calls"
-    assert tr1["noise_stddev"] is None
+    assert tr1.noise_stddev is None
 
 
 def test_router_jitter_clean_logits_are_noise_free():
@@ -317,7 +317,7 @@ def test_router_jitter_clean_logits_are_noise_free():
     x = rand(12, 4, seed=6)
     out = router(x, training=True)
     np.testing.assert_allclose(
-        ops.convert_to_numpy(out["clean_logits"]), x @ router.kernel.numpy(), rtol=1e-5, atol=1e-6,
+        ops.convert_to_numpy(out.clean_logits), x @ router.kernel.numpy(), rtol=1e-5, atol=1e-6,
         err_msg="clean_logits should be x @ W without the jitter",
     )
 
@@ -328,7 +328,8 @@ def test_router_is_float32_under_mixed_float16(mixed_float16):
     assert router.kernel.dtype == "float32" and router.noise_kernel.dtype == "float32"
     assert router.compute_dtype == "float32", f"router should compute in float32, got {router.compute_dtype}"
     for key in ("logits", "clean_logits", "noise_stddev", "probs", "gates"):
-        assert out[key].dtype == tf.float32, f"router output {key} should be float32, got {out[key].dtype}"
+        value = getattr(out, key)
+        assert value.dtype == tf.float32, f"router output {key} should be float32, got {value.dtype}"
     moe = MixtureOfExperts(4, 8, k=2)
     moe(rand(2, 3, 5))
     assert moe.router.kernel.dtype == "float32" and moe.router.compute_dtype == "float32"
@@ -755,7 +756,7 @@ def test_huge_router_logits_are_finite(kwargs):
     x = rand(2, 6, 5, seed=23)
     layer(x)
     layer.router.kernel.assign(np.random.default_rng(0).normal(size=layer.router.kernel.shape).astype("float32") * 1e4)
-    logits = ops.convert_to_numpy(layer.router(x.reshape(-1, 5))["logits"])
+    logits = ops.convert_to_numpy(layer.router(x.reshape(-1, 5)).logits)
     assert np.abs(logits).max() > 5e3, "test setup should give logits ~ 1e4"
     _assert_finite_step(layer, x, training=True)
 
@@ -784,7 +785,7 @@ def test_mixed_float16_forward_and_backward(mixed_float16, kwargs):
     _all_finite(layer, y)
     assert all(v.dtype == tf.float32 for v in layer.losses), "aux losses should be float32"
     route = layer.router(ops.reshape(ops.cast(x, "float16"), (-1, 5)))
-    assert route["logits"].dtype == tf.float32, "router logits should be float32"
+    assert route.logits.dtype == tf.float32, "router logits should be float32"
     grads = tape.gradient(loss, layer.trainable_weights)
     assert all(g is not None and np.all(np.isfinite(ops.convert_to_numpy(g))) for g in grads)
     np.testing.assert_allclose(
@@ -822,7 +823,7 @@ def test_experts_config_roundtrip():
 
 def test_router_config_roundtrip():
     layer = TopKRouter(5, k=2, noise="gaussian", noise_epsilon=0.05, renormalize=False, use_bias=True, seed=4)
-    clone = _assert_clone_matches(layer, rand(6, 3), select=lambda out: out["gates"])
+    clone = _assert_clone_matches(layer, rand(6, 3), select=lambda out: out.dense_gates())
     assert clone.dtype_policy.name == "float32"
 
 

@@ -19,7 +19,7 @@ def _parts(layer, x):
     """Router logits, expert outputs [T, E, units] computed by hand from the layer's weights."""
     w_router = np.asarray(layer.router.kernel)
     logits = x.astype(np.float64) @ w_router
-    kernel = np.asarray(layer.kernel).reshape(x.shape[1], layer.num_experts, layer.units)
+    kernel = np.asarray(layer.kernel).reshape(x.shape[1], layer.num_experts, layer.output_units)
     experts = np.einsum("td,deo->teo", x, kernel) + np.asarray(layer.bias)
     return logits, experts
 

@@ -47,11 +47,11 @@ def test_router_noise_is_seeded_and_only_in_training(noise):
         r.set_weights(routers[0].get_weights())
         if noise == "gaussian":
             r.noise_kernel.assign(np.full((5, 4), 0.5, "float32"))
-    out = [ops.convert_to_numpy(r(x, training=True)["logits"]) for r in routers]
+    out = [ops.convert_to_numpy(r(x, training=True).logits) for r in routers]
     np.testing.assert_array_equal(out[0], out[1], err_msg="same seed, same noise")
-    clean = ops.convert_to_numpy(routers[0](x, training=False)["logits"])
+    clean = ops.convert_to_numpy(routers[0](x, training=False).logits)
     assert not np.allclose(out[0], clean), "training adds noise"
-    again = ops.convert_to_numpy(routers[0](x, training=True)["logits"])
+    again = ops.convert_to_numpy(routers[0](x, training=True).logits)
     assert not np.array_equal(again, out[0]), "new noise on every training call"
 
 

@@ -27,9 +27,9 @@ def ffn(experts, x):
 def reference(layer, x):
     """y = sum_s FFN_s(x) + sum_{top-k} softmax(x W)_i FFN_i(x), gates not renormalised."""
     tokens = np.asarray(x, np.float64).reshape(-1, x.shape[-1])
-    scores = np_softmax(tokens @ layer.routed.router.kernel.numpy())
-    idx = np.argsort(-scores, axis=-1, kind="stable")[:, : layer.routed.k]
-    routed = ffn(layer.routed.experts, tokens)
+    scores = np_softmax(tokens @ layer.router.kernel.numpy())
+    idx = np.argsort(-scores, axis=-1, kind="stable")[:, : layer.k]
+    routed = ffn(layer.experts, tokens)
     y = ffn(layer.shared, tokens).sum(0) if layer.shared is not None else 0.0
     for j in range(idx.shape[1]):
         y = y + np.take_along_axis(scores, idx[:, j : j + 1], -1) * routed[idx[:, j], np.arange(len(tokens))]
@@ -47,7 +47,7 @@ def test_deepseek_config_keeps_total_and_active_size():
     fine(x), coarse(x)
     router = lambda layer: layer.router.kernel.shape[0] * layer.router.kernel.shape[1]
     # Same expert weights; only the biases (more, smaller experts) and the router differ.
-    fine_experts = fine.count_params() - router(fine.routed)
+    fine_experts = fine.count_params() - router(fine)
     coarse_experts = coarse.count_params() - router(coarse)
     assert fine_experts - coarse_experts == (32 - 8) * 16  # one output bias [d] per expert; hidden biases add up equal
 
@@ -62,7 +62,7 @@ def test_shared_experts_see_every_token():
     layer = SharedExpertsMoE(num_experts=4, expert_units=8, k=1, num_shared_experts=1, capacity_factor=0.25)
     x = rand(16, 6, seed=2)
     layer(x)
-    for w in layer.routed.experts.weights:  # silence the routed experts: what remains is the shared path
+    for w in layer.experts.weights:  # silence the routed experts: what remains is the shared path
         w.assign(np.zeros(w.shape, "float32"))
     y = layer(x).numpy()
     np.testing.assert_allclose(y, ffn(layer.shared, x.astype(np.float64))[0], rtol=1e-5, atol=1e-6)
@@ -73,13 +73,17 @@ def test_zero_shared_experts_is_the_routed_layer():
     layer = SharedExpertsMoE(num_experts=4, expert_units=8, k=2, num_shared_experts=0)
     x = rand(5, 6, seed=3)
     assert layer.shared is None
-    np.testing.assert_allclose(layer(x).numpy(), layer.routed(x).numpy(), rtol=1e-6)
+    layer(x)
+    routed = MixtureOfExperts(4, 8, k=2, renormalize=False)  # SharedExpertsMoE's routed part, on its own
+    routed(x)
+    routed.set_weights(layer.get_weights())
+    np.testing.assert_allclose(layer(x).numpy(), routed(x).numpy(), rtol=1e-6)
 
 
 def test_shared_and_routed_experts_start_different_with_a_seeded_initializer():
     layer = SharedExpertsMoE(4, 8, k=1, kernel_initializer=keras.initializers.GlorotUniform(seed=3))
     layer(rand(5, 6, seed=4))
-    assert not np.allclose(layer.shared.hidden_kernel.numpy()[0], layer.routed.experts.hidden_kernel.numpy()[0])
+    assert not np.allclose(layer.shared.hidden_kernel.numpy()[0], layer.experts.hidden_kernel.numpy()[0])
 
 
 def test_mask_zeroes_padding():
@@ -99,8 +103,8 @@ def test_keras_round_trip_jit_and_routing_stats(tmp_path):
     stats = RoutingStats()
     history = model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[stats])
     assert np.isfinite(history.history["loss"]).all()
-    assert "ds_routed_max_load" in history.history
-    assert stats.history["ds_routed"].shape == (2, 7)
+    assert "ds_max_load" in history.history
+    assert stats.history["ds"].shape == (2, 7)
     model.save(tmp_path / "ds.keras")
     loaded = keras.models.load_model(tmp_path / "ds.keras")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)

@@ -40,15 +40,15 @@ def expert_sizes(experts, dim):
 
 
 def router_sizes(router):
-    """`(trainable params, params one token uses)` of a `TopKRouter`.
+    """`(trainable params, params one token uses)` of a linear router (`TopKRouter`, `ExpertChoiceRouter`).
 
     The noise kernel of Gaussian noise is a parameter but is not used at
     inference; the selection bias of auxiliary-loss-free balancing is not a
     parameter (no gradient) and is not counted.
     """
     d, E = router.kernel.shape
-    active = d * E + (E if router.use_bias else 0)
-    return active + (d * E if router.noise == "gaussian" else 0), active
+    active = d * E + (E if getattr(router, "use_bias", False) else 0)  # expert choice: a kernel only
+    return active + (d * E if getattr(router, "noise", "none") == "gaussian" else 0), active
 
 
 def routed_cost(router, expert_params, expert_path, experts_per_token):

@@ -5,9 +5,10 @@ from keras import ops
 
 from moe_tf import _checks
 from moe_tf.layers._cost import expert_sizes, routed_cost
-from moe_tf.layers.experts import Experts, apply_per_group
-from moe_tf.layers.router import TopKRouter
-from moe_tf.routing import expert_capacity
+from moe_tf.layers.base import MoELayer
+from moe_tf.layers.router import Router, default_router_initializer
+from moe_tf.plan import MaskPlan
+from moe_tf.routing import expert_capacity, softmax_gates
 
 
 def expert_choice_capacity(num_tokens, num_experts, capacity_factor):
@@ -37,8 +38,84 @@ def expert_choice_capacity(num_tokens, num_experts, capacity_factor):
 
 
 @keras.saving.register_keras_serializable(package="moe_tf")
-class ExpertChoiceMoE(keras.layers.Layer):
-    """Expert-choice Mixture of Experts: experts choose tokens (Zhou et al. 2022).
+class ExpertChoiceRouter(Router):
+    """Expert choice (Zhou et al. 2022): every expert picks its c best tokens of each group.
+
+        S = softmax(X W_g)          [n, E]  affinities, softmax over experts
+        G, I = TopK(S^T, c)         [E, c]  each expert's c best tokens and their scores
+
+    with `c = ceil(n * capacity_factor / E)` (`expert_choice_capacity`). The
+    plan is a `MaskPlan`: a one-hot `dispatch[g, t, e, j]` (token t is expert
+    e's j-th pick) and `combine = dispatch * G`. Padding tokens are never
+    preferred over real ones and get gate 0.
+
+    Args:
+        num_experts: E.
+        capacity_factor: average experts per token (the paper's k), a float > 0.
+        kernel_initializer: of the `[d, E]` kernel; None = Switch's default.
+
+    Call arguments:
+        inputs: `[G, n, d]` groups of tokens.
+        token_mask: optional `[G, n]`, 1 for real tokens.
+
+    Output:
+        A `moe_tf.plan.MaskPlan` with `[G, n, E, c]` dispatch and combine.
+
+    Example:
+    >>> router = ExpertChoiceRouter(num_experts=4, capacity_factor=2.0)
+    >>> router(np.random.rand(2, 8, 16).astype("float32")).dispatch.shape  # c = 8 * 2 / 4
+    (2, 8, 4, 4)
+    """
+
+    plan_kind = "mask"
+    per_group = True
+
+    def __init__(self, num_experts, capacity_factor=2.0, kernel_initializer=None, **kwargs):
+        super().__init__(num_experts, **kwargs)
+        self.capacity_factor = _checks.number("capacity_factor", capacity_factor, strict=True)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer or default_router_initializer())
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            shape=(input_shape[-1], self.num_experts), initializer=self.kernel_initializer, name="kernel"
+        )
+
+    def capacity(self, num_tokens):
+        """c, the tokens each expert picks in a group of `num_tokens`."""
+        return expert_choice_capacity(num_tokens, self.num_experts, self.capacity_factor)
+
+    def choose(self, inputs, token_mask=None):
+        """Each expert's picks: `(logits [G, n, E], probs [G, n, E], gates [G, E, c], indices [G, E, c] int32)`."""
+        logits = ops.matmul(ops.cast(inputs, "float32"), self.kernel)  # [G, n, E]
+        probs = softmax_gates(logits)  # [G, n, E]
+        scores = probs if token_mask is None else ops.where(token_mask[..., None] > 0, probs, -1.0)
+        gates, indices = ops.top_k(ops.transpose(scores, (0, 2, 1)), k=self.capacity(inputs.shape[1]))  # [G, E, c]
+        gates = ops.maximum(gates, 0.0)  # a padding token (score -1) picked when c > real tokens: gate 0
+        return logits, probs, gates, ops.cast(indices, "int32")
+
+    def call(self, inputs, training=None, token_mask=None):
+        logits, probs, gates, indices = self.choose(inputs, token_mask)
+        picked = ops.one_hot(indices, inputs.shape[1], dtype="float32")  # [G, E, c, n]
+        if token_mask is not None:
+            picked = picked * token_mask[:, None, None, :]
+        dispatch = ops.transpose(picked, (0, 3, 1, 2))  # [G, n, E, c]
+        combine = dispatch * gates[:, None, :, :]  # [G, n, E, c]
+        return MaskPlan(dispatch=dispatch, combine=combine, probs=probs, logits=logits, token_mask=token_mask)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "capacity_factor": self.capacity_factor,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="moe_tf")
+class ExpertChoiceMoE(MoELayer):
+    """Expert-choice Mixture of Experts: experts choose tokens (Zhou et al. 2022); a `MoELayer` with an `ExpertChoiceRouter`.
 
     Token-choice top-k lets each token pick k experts, so some experts
     overflow (tokens dropped) while others idle, and a balance loss is needed.
@@ -108,51 +185,29 @@ class ExpertChoiceMoE(keras.layers.Layer):
         use_bias=True,
         kernel_initializer="glorot_uniform",
         router_kernel_initializer=None,
+        log_expert_load=False,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.num_experts = _checks.positive_int("num_experts", num_experts)
-        self.expert_units = _checks.positive_int("expert_units", expert_units)
-        self.capacity_factor = _checks.number("capacity_factor", capacity_factor, strict=True)
-        self.output_units = _checks.positive_int("output_units", output_units, allow_none=True)
-        self.supports_masking = True
-        self.router = TopKRouter(self.num_experts, k=None, kernel_initializer=router_kernel_initializer, name="router")
-        self.experts = Experts(
-            self.num_experts,
-            self.expert_units,
-            output_units=self.output_units,
+        num_experts = _checks.positive_int("num_experts", num_experts)
+        router = ExpertChoiceRouter(
+            num_experts, capacity_factor=capacity_factor, kernel_initializer=router_kernel_initializer, name="router"
+        )
+        super().__init__(
+            router,
+            expert_units,
+            output_units=output_units,
             activation=activation,
             use_bias=use_bias,
             kernel_initializer=kernel_initializer,
-            dtype=self.dtype_policy,
-            name="experts",
+            balance_loss=None,
+            log_expert_load=log_expert_load,
+            **kwargs,
         )
-        self.group_size = None  # n, known after build for [batch, seq, dim] inputs
-
-    def build(self, input_shape):
-        dim = _checks.token_input_dim("ExpertChoiceMoE", input_shape)
-        self.group_size = input_shape[-2]
-        self.router.build((None, dim))
-        self.experts.build((self.num_experts, None, dim))
+        self.capacity_factor = router.capacity_factor
 
     def capacity(self, num_tokens):
         """c, the tokens each expert picks in a group of `num_tokens`."""
-        return expert_choice_capacity(num_tokens, self.num_experts, self.capacity_factor)
-
-    def _groups(self, inputs, mask):
-        """`[B, n, d]` groups (and `[B, n]` float mask) from a rank-2 or rank-3 input."""
-        x = inputs if len(inputs.shape) == 3 else inputs[None]
-        n = x.shape[1]
-        if n is None:
-            raise ValueError(
-                "`ExpertChoiceMoE` needs the number of tokens per routing group when it is called, to set the "
-                f"capacity c; received input of shape {tuple(inputs.shape)}. Give the sequence axis a fixed "
-                "length (e.g. keras.Input((seq, dim)))."
-            )
-        token_mask = None
-        if mask is not None:
-            token_mask = ops.reshape(ops.cast(mask, "float32"), ops.shape(x)[:2])
-        return x, token_mask
+        return self.router.capacity(num_tokens)
 
     def route(self, inputs, mask=None, training=None):
         """The routing decision, for inspection.
@@ -164,46 +219,18 @@ class ExpertChoiceMoE(keras.layers.Layer):
             `[B, n]` (how many experts picked each token). `B` is 1 for a
             rank-2 input.
         """
-        x, token_mask = self._groups(ops.convert_to_tensor(inputs), mask)
-        return self._route(x, token_mask, training)
-
-    def _route(self, x, token_mask, training):
-        n = x.shape[1]
-        c = self.capacity(n)
-        probs = self.router(x, training=training)["probs"]  # [B, n, E] float32
-        scores = probs if token_mask is None else ops.where(token_mask[..., None] > 0, probs, -1.0)
-        gates, indices = ops.top_k(ops.transpose(scores, (0, 2, 1)), k=c)  # [B, E, c], [B, E, c]
-        gates = ops.maximum(gates, 0.0)  # a padding token (score -1) picked when c > real tokens: gate 0
-        indices = ops.cast(indices, "int32")
-        picked = ops.one_hot(indices, n, dtype="float32")  # [B, E, c, n]
-        if token_mask is not None:
-            picked = picked * token_mask[:, None, None, :]
+        inputs = ops.convert_to_tensor(inputs)
+        if not self.built:
+            self.build(inputs.shape)
+        groups, token_mask = self._tokens(inputs, mask)
+        _, probs, gates, indices = self.router.choose(groups, token_mask)
+        plan = self.router(groups, token_mask=token_mask)
         return {
             "probs": probs,
             "indices": indices,
             "gates": gates,
-            "experts_per_token": ops.sum(picked, axis=(1, 2)),  # [B, n]
-            "dispatch": picked,
+            "experts_per_token": ops.sum(plan.dispatch, axis=(2, 3)),  # [B, n]
         }
-
-    def call(self, inputs, mask=None, training=None):
-        x, token_mask = self._groups(inputs, mask)
-        route = self._route(x, token_mask, training)
-        dispatch, gates = route["dispatch"], route["gates"]  # [B, E, c, n], [B, E, c]
-        # Gather each expert's c tokens (a one-hot matmul, as in the paper's pseudo-code).
-        expert_inputs = ops.einsum("becn,bnd->becd", ops.cast(dispatch, x.dtype), x)  # [B, E, c, d]
-        expert_outputs = apply_per_group(self.experts, expert_inputs)  # [B, E, c, o]
-        # Scatter back, weighted by the gates; a token no expert picked gets exactly 0.
-        outputs = ops.einsum("becn,bec,beco->bno", dispatch, gates, expert_outputs)  # [B, n, o]
-        if len(inputs.shape) == 2:
-            outputs = outputs[0]
-        return ops.cast(outputs, self.compute_dtype)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.output_units or input_shape[-1],)
-
-    def compute_mask(self, inputs, mask=None):
-        return mask
 
     def active_flops_per_token(self, group_size=None):
         """Average inference FLOPs per token (2 x matmul multiply-adds), as `moe_tf.models.model_cost` counts.
@@ -235,16 +262,13 @@ class ExpertChoiceMoE(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        experts = self.experts
+        for key in ("router", "capacity_factor", "dispatch", "num_shared_experts", "shared_units", "balance_loss",
+                    "balance_loss_weight", "z_loss_weight"):
+            del config[key]
         config.update(
             {
                 "num_experts": self.num_experts,
-                "expert_units": self.expert_units,
                 "capacity_factor": self.capacity_factor,
-                "output_units": self.output_units,
-                "activation": keras.activations.serialize(experts.activation),
-                "use_bias": experts.use_bias,
-                "kernel_initializer": keras.initializers.serialize(experts.kernel_initializer),
                 "router_kernel_initializer": keras.initializers.serialize(self.router.kernel_initializer),
             }
         )

@@ -71,14 +71,16 @@ class Experts(keras.layers.Layer):
         bias_initializer: initializer of the biases.
 
     Call arguments:
-        inputs: `[E, N, d]`: for each expert, the N tokens it processes.
+        inputs: `[E, N, d]`: for each expert, the N tokens it processes; or
+            `[N, d]`: the same N tokens for every expert (the dense mixture,
+            shared experts), read once rather than copied E times.
         expert_ids: optional `[G]` int expert of each group; then `inputs`
             is `[G, N, d]` and group g runs through expert `expert_ids[g]`
             (several groups may share an expert; used by the dropless
             dispatch, whose blocks of rows each belong to one expert).
 
     Input shape:
-        `[E, N, d]` (or `[G, N, d]` with `expert_ids`).
+        `[E, N, d]`, `[N, d]` (shared), or `[G, N, d]` with `expert_ids`.
 
     Output shape:
         `[E, N, output_units]` (or `[G, N, output_units]`).
@@ -86,6 +88,8 @@ class Experts(keras.layers.Layer):
     Example:
     >>> experts = Experts(num_experts=4, units=32)
     >>> experts(np.zeros((4, 10, 8))).shape
+    (4, 10, 8)
+    >>> experts(np.zeros((10, 8))).shape  # every expert on the same 10 tokens
     (4, 10, 8)
     """
 
@@ -110,9 +114,10 @@ class Experts(keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
 
     def build(self, input_shape):
-        if len(input_shape) != 3:
+        if len(input_shape) not in (2, 3):
             raise ValueError(
-                f"`Experts` expects inputs of shape [num_experts, tokens, dim]; received input_shape={tuple(input_shape)}."
+                f"`Experts` expects inputs of shape [num_experts, tokens, dim] (or [tokens, dim], shared by every "
+                f"expert); received input_shape={tuple(input_shape)}."
             )
         dim = input_shape[-1]
         out = self.output_units or dim
@@ -132,7 +137,10 @@ class Experts(keras.layers.Layer):
             take = lambda w: _take_rows(w, expert_ids)  # noqa: E731  [G, ...]
             w1, w2 = take(self.hidden_kernel), take(self.output_kernel)
             b1, b2 = (take(self.hidden_bias), take(self.output_bias)) if self.use_bias else (None, None)
-        hidden = ops.einsum("end,edh->enh", inputs, w1)  # [G, N, units]
+        if len(inputs.shape) == 2:  # [N, d], shared: one read of the tokens for all E experts
+            hidden = ops.einsum("nd,edh->enh", inputs, w1)  # [E, N, units]
+        else:
+            hidden = ops.einsum("end,edh->enh", inputs, w1)  # [G, N, units]
         if b1 is not None:
             hidden = hidden + b1[:, None, :]
         hidden = self.activation(hidden)
@@ -142,7 +150,8 @@ class Experts(keras.layers.Layer):
         return outputs
 
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.output_units or input_shape[-1],)
+        lead = tuple(input_shape[:-1]) if len(input_shape) == 3 else (self.num_experts, input_shape[0])
+        return lead + (self.output_units or input_shape[-1],)
 
     def get_config(self):
         config = super().get_config()
@@ -159,16 +168,3 @@ class Experts(keras.layers.Layer):
         )
         return config
 
-
-def apply_per_group(experts, inputs):
-    """Run `experts` on slots laid out per group: `[G, E, c, d]` -> `[G, E, c, o]` (float32).
-
-    Expert-choice and Soft MoE layers fill `c` slots of each expert in each of
-    `G` groups. Every expert runs once, on its slots of all groups together
-    (`[E, G*c, d]`), and the outputs go back to the per-group layout.
-    """
-    shape = ops.shape(inputs)
-    E, c = inputs.shape[1], shape[2]
-    flat = ops.reshape(ops.transpose(inputs, (1, 0, 2, 3)), (E, -1, inputs.shape[-1]))  # [E, G*c, d]
-    outputs = ops.cast(experts(ops.cast(flat, experts.compute_dtype)), "float32")  # [E, G*c, o]
-    return ops.transpose(ops.reshape(outputs, (E, -1, c, outputs.shape[-1])), (1, 0, 2, 3))  # [G, E, c, o]

@@ -3,16 +3,14 @@
 import keras
 from keras import ops
 
-from moe_tf import _checks, losses
-from moe_tf.layers._aux import add_losses_and_metrics
+from moe_tf import _checks
 from moe_tf.layers._cost import routed_cost
+from moe_tf.layers.base import MoELayer
 from moe_tf.layers.router import TopKRouter
-from moe_tf.metrics import RoutingMetrics
-from moe_tf.routing import buffer_capacity, capacity_positions
 
 
 @keras.saving.register_keras_serializable(package="moe_tf")
-class LinearExpertsMoE(keras.layers.Layer):
+class LinearExpertsMoE(MoELayer):
     """Mixture of E linear experts with a softmax or top-k router, on wide or sparse inputs.
 
     The mixture of Jacobs et al. (1991) with linear experts: each expert is a
@@ -29,14 +27,17 @@ class LinearExpertsMoE(keras.layers.Layer):
     need a dense bottleneck first, which overfits a small corpus. On a sparse
     input the E expert outputs cost one sparse matmul (`2 · nnz · E · units`
     FLOPs), so the layer computes all of them and keeps the k routed ones:
-    the *active* cost of one input is `2 · nnz · k · units` for its experts
-    plus `2 · nnz · E` for the router (what `moe_tf.models.model_cost`
-    reports). Balance and z losses, routing metrics and `RoutingStats`
-    work as in `MixtureOfExperts`.
+    the *active* cost of one input is `2 · nnz · k · output_units` for its
+    experts plus `2 · nnz · E` for the router (what `moe_tf.models.model_cost`
+    reports). It is a `MoELayer` whose experts are that one kernel: the
+    router's plan, balance and z losses, routing metrics and `RoutingStats`
+    work as in `MixtureOfExperts`; only `run_experts` differs.
 
     Args:
         num_experts: E.
-        units: output width of every expert (the number of classes for a classifier).
+        output_units: output width of every expert (the number of classes
+            for a classifier). Called `units` before moe_tf 0.2; configs
+            saved with `units` still load.
         k: experts per input; None for the dense mixture.
         capacity_factor: float > 0 or None (no dropping); needs an integer k.
         noise: router noise, `"none"` or `"gaussian"` (`"jitter"` multiplies the
@@ -50,10 +51,10 @@ class LinearExpertsMoE(keras.layers.Layer):
         seed: router noise and initializer seed.
 
     Input shape: `[batch, dim]`, dense or `tf.SparseTensor`.
-    Output shape: `[batch, units]`.
+    Output shape: `[batch, output_units]`.
 
     Example:
-    >>> layer = LinearExpertsMoE(num_experts=8, units=2, k=2)
+    >>> layer = LinearExpertsMoE(num_experts=8, output_units=2, k=2)
     >>> layer(np.random.rand(4, 100).astype("float32")).shape
     (4, 2)
     """
@@ -61,7 +62,7 @@ class LinearExpertsMoE(keras.layers.Layer):
     def __init__(
         self,
         num_experts,
-        units,
+        output_units,
         k=None,
         capacity_factor=None,
         noise="none",
@@ -74,30 +75,28 @@ class LinearExpertsMoE(keras.layers.Layer):
         seed=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.num_experts = _checks.positive_int("num_experts", num_experts)
-        self.units = _checks.positive_int("units", units)
-        self.k = None if k is None else _checks.top_k(k, self.num_experts)
-        self.capacity_factor = _checks.number(
-            "capacity_factor", capacity_factor, strict=True, allow_none=True, none_means=" for no capacity limit"
+        num_experts = _checks.positive_int("num_experts", num_experts)
+        router = TopKRouter(
+            num_experts,
+            k=k,
+            noise=_checks.one_of("noise", noise, ("none", "gaussian")),
+            kernel_initializer=router_kernel_initializer,
+            seed=seed,
+            name="router",
         )
-        if self.k is None and self.capacity_factor is not None:
-            raise ValueError(
-                f"`capacity_factor` needs sparse routing (an integer `k`); received "
-                f"capacity_factor={capacity_factor!r} with k=None."
-            )
-        self.noise = _checks.one_of("noise", noise, ("none", "gaussian"))
-        self.balance_loss = _checks.one_of("balance_loss", balance_loss, ("switch", None))
-        self.balance_loss_weight = _checks.number("balance_loss_weight", balance_loss_weight)
-        self.z_loss_weight = _checks.number("z_loss_weight", z_loss_weight)
+        super().__init__(
+            router,
+            expert_units=None,  # the experts are this layer's one [d, E * output_units] kernel
+            capacity_factor=capacity_factor,
+            balance_loss=_checks.one_of("balance_loss", balance_loss, ("switch", None)),
+            balance_loss_weight=balance_loss_weight,
+            z_loss_weight=z_loss_weight,
+            **kwargs,
+        )
+        self.output_units = _checks.positive_int("output_units", output_units)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.seed = seed
-        self.router = TopKRouter(
-            self.num_experts, k=self.k, noise=self.noise, kernel_initializer=router_kernel_initializer,
-            seed=seed, name="router",
-        )
-        self.routing_metrics = RoutingMetrics(self.num_experts, name=self.name)
 
     def build(self, input_shape):
         if len(input_shape) != 2 or input_shape[-1] is None:
@@ -106,69 +105,52 @@ class LinearExpertsMoE(keras.layers.Layer):
             )
         dim = input_shape[-1]
         self.router.build((None, dim))
-        # One kernel for all experts: [dim, E * units], so a sparse input needs one sparse matmul.
+        # One kernel for all experts: [dim, E * output_units], so a sparse input needs one sparse matmul.
         self.kernel = self.add_weight(
-            shape=(dim, self.num_experts * self.units), initializer=self.kernel_initializer, name="kernel"
+            shape=(dim, self.num_experts * self.output_units), initializer=self.kernel_initializer, name="kernel"
         )
         self.bias = (
-            self.add_weight(shape=(self.num_experts, self.units), initializer="zeros", name="bias")
+            self.add_weight(shape=(self.num_experts, self.output_units), initializer="zeros", name="bias")
             if self.use_bias
             else None
         )
 
-    def call(self, inputs, training=None):
-        E, units = self.num_experts, self.units
-        route = self.router(inputs, training=training)
-        expert_out = ops.reshape(ops.matmul(inputs, self.kernel), (-1, E, units))  # [T, E, units]
+    def run_experts(self, tokens, plan):
+        """All E linear experts in one (sparse) matmul, then each input keeps its routed ones: `[T, output_units]`."""
+        expert_out = ops.reshape(ops.matmul(tokens, self.kernel), (-1, self.num_experts, self.output_units))  # [T, E, o]
         if self.bias is not None:
             expert_out = expert_out + self.bias
         expert_out = ops.cast(expert_out, "float32")
-        num_tokens = ops.shape(expert_out)[0]
+        if plan.indices is None:  # dense: every expert, softmax-gated
+            return ops.einsum("te,teo->to", plan.combine_weights, expert_out)  # [T, o]
+        chosen = ops.take_along_axis(expert_out, plan.indices[:, :, None], axis=1)  # [T, k, o]
+        return ops.sum(plan.combine_weights[:, :, None] * chosen, axis=1)  # [T, o]
 
-        if self.k is None:
-            outputs = ops.einsum("te,teo->to", route["gates"], expert_out)  # [T, units]
-            expert_mask = ops.one_hot(ops.argmax(route["probs"], axis=-1), E)  # top-1, for statistics
-            routed = ops.sum(expert_mask, axis=0)
-            dropped = ops.zeros((), "float32")
-        else:
-            indices = route["indices"]  # [T, k]
-            if self.capacity_factor is None:
-                keep = ops.ones_like(route["top_gates"])
-            else:
-                capacity = buffer_capacity(num_tokens, E, self.k, self.capacity_factor)
-                _, keep = capacity_positions(indices, E, capacity)  # [T, k]
-            weights = route["top_gates"] * ops.cast(keep, "float32")  # [T, k]
-            chosen = ops.take_along_axis(expert_out, indices[:, :, None], axis=1)  # [T, k, units]
-            outputs = ops.sum(weights[:, :, None] * chosen, axis=1)  # [T, units]
-            expert_mask = ops.one_hot(indices, E)  # [T, k, E]
-            routed = ops.sum(expert_mask, axis=(0, 1))
-            dropped = ops.sum(routed) - ops.sum(ops.cast(keep, "float32"))
-
-        balance = losses.switch_balance_loss(route["probs"], expert_mask)
-        add_losses_and_metrics(self, route, balance, routed, dropped)
+    def call(self, inputs, training=None):
+        # The pipeline of MoELayer.call on [batch, dim] inputs as they come (a SparseTensor cannot be reshaped).
+        plan = self._route(inputs, None, training)
+        outputs = self.run_experts(inputs, plan)
+        self.add_losses_and_metrics(plan)
         return ops.cast(outputs, self.compute_dtype)
 
     def cost(self):
         """Parameters and FLOPs (`moe_tf.layers.LayerCost`): the router plus k of the E linear experts per example."""
         d, E = self.router.kernel.shape
-        per_expert = d * self.units + (self.units if self.use_bias else 0)
-        return routed_cost(self.router, per_expert, d * self.units, E if self.k is None else self.k)
+        per_expert = d * self.output_units + (self.output_units if self.use_bias else 0)
+        return routed_cost(self.router, per_expert, d * self.output_units, E if self.k is None else self.k)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.units)
+        return (input_shape[0], self.output_units)
 
     def get_config(self):
         config = super().get_config()
+        del config["router"], config["dispatch"], config["num_shared_experts"], config["shared_units"]
         config.update(
             {
                 "num_experts": self.num_experts,
-                "units": self.units,
+                "output_units": self.output_units,
                 "k": self.k,
-                "capacity_factor": self.capacity_factor,
-                "noise": self.noise,
-                "balance_loss": self.balance_loss,
-                "balance_loss_weight": self.balance_loss_weight,
-                "z_loss_weight": self.z_loss_weight,
+                "noise": self.router.noise,
                 "use_bias": self.use_bias,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "router_kernel_initializer": keras.initializers.serialize(self.router.kernel_initializer),
@@ -176,3 +158,10 @@ class LinearExpertsMoE(keras.layers.Layer):
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        if "units" in config:  # saved by moe_tf 0.1, where the output width was called `units`
+            config = {**config, "output_units": config["units"]}
+            del config["units"]
+        return cls(**config)

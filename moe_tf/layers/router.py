@@ -1,17 +1,68 @@
-"""`TopKRouter`: scores every expert for every token and picks the gates."""
+"""Routers: a `Router` scores tokens and writes a routing plan; `TopKRouter` is token choice.
+
+A router is the one part of a MoE layer that differs between the papers
+(`moe_tf.layers.MoELayer` runs any of them): it reads the tokens and returns
+a plan (`moe_tf.plan`) that a dispatch executes. This module holds the base
+class and the token-choice router (Shazeer top-k, Switch, the dense
+softmax mixture); `ExpertChoiceRouter` and `SoftRouter` live with their
+layers.
+"""
 
 import keras
 from keras import ops
 
 from moe_tf import _checks, rng
-from moe_tf.routing import scatter_gates, softmax_gates, top_k_choices
+from moe_tf.plan import SlotPlan
+from moe_tf.routing import capacity_positions, softmax_gates, top_k_choices
 
 NOISE_TYPES = ("none", "gaussian", "jitter")
 
 
+def default_router_initializer(seed=None):
+    """Switch Transformer's router initializer: truncated normal, scale 0.1, fan-in."""
+    return keras.initializers.VarianceScaling(scale=0.1, mode="fan_in", distribution="truncated_normal", seed=seed)
+
+
+class Router(keras.layers.Layer):
+    """Base class of routers: tokens in, a routing plan (`moe_tf.plan`) out.
+
+    A subclass sets two class attributes and writes `call`:
+
+    - `plan_kind`: `"slot"` (returns a `SlotPlan`, token choice) or `"mask"`
+      (a `MaskPlan`: dispatch and combine weights).
+    - `per_group`: False if it routes the flattened tokens `[T, d]`; True if
+      it routes each sequence on its own, `[G, n, d]` (expert choice and Soft
+      MoE, whose plans depend on the other tokens of the group).
+
+    `call(tokens, token_mask=None, training=None, capacity=None)` receives
+    the float tokens, an optional `[T]` (or `[G, n]`) float mask of real
+    tokens and, for slot routers, the capacity C the layer allows (None: no
+    limit). Routers compute in float32 (their dtype policy defaults to
+    `"float32"`, even under `mixed_float16`: Switch's "selective precision").
+    """
+
+    plan_kind = "slot"
+    per_group = False
+
+    def __init__(self, num_experts, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.num_experts = _checks.positive_int("num_experts", num_experts)
+
+    def load_own_variables(self, store):
+        if not len(store.keys()) and getattr(self, "_loaded_by_layer", False):
+            return  # a file from moe_tf 0.1 held these weights on the layer, which loaded them (MoELayer)
+        super().load_own_variables(store)
+
+    def get_config(self):
+        config = super().get_config()
+        config["num_experts"] = self.num_experts
+        return config
+
+
 @keras.saving.register_keras_serializable(package="moe_tf")
-class TopKRouter(keras.layers.Layer):
-    """Linear router with softmax (dense) or top-k (sparse) gates.
+class TopKRouter(Router):
+    """Linear router with softmax (dense) or top-k (sparse) gates: token choice.
 
     `logits = x @ W_g` (+ bias). Training-time noise options:
 
@@ -60,30 +111,36 @@ class TopKRouter(keras.layers.Layer):
             0 (the default) = no bias, routing unchanged. Needs an integer k.
 
     Call arguments:
-        inputs: `[tokens, dim]` (or `[..., dim]`).
+        inputs: `[tokens, dim]`.
         training: noise and the selection-bias update happen only when True.
         token_mask: optional `[tokens]` (1 = real token, 0 = padding);
-            padding tokens are left out of the load that updates the bias.
+            padding tokens route nowhere (`keep` 0), take no capacity and
+            are left out of the load that updates the bias.
+        capacity: C, slots per expert (an int or a scalar tensor), or None
+            for no limit. With a capacity, slots go to all first choices
+            before any second choice, then in token order
+            (`moe_tf.routing.capacity_positions`); an assignment past C is
+            dropped (`keep` 0).
 
     Input shape:
-        `[..., dim]`, usually `[tokens, dim]`.
+        `[tokens, dim]`.
 
     Output:
-        A dict of float32 tensors: `logits` (`[..., E]`, with noise in
-        training: the ones routing used), `clean_logits` (without noise),
-        `noise_stddev` (`[..., E]` for Gaussian noise in training, else
-        None), `probs` (softmax of `logits`), `gates` (`[..., E]`, zero
-        outside the chosen experts), and for top-k the same gates in compact
-        form: `top_gates` (`[..., k]`, best first) and `indices` (`[..., k]`
-        int32); both None when dense.
+        A `moe_tf.plan.SlotPlan` of float32 tensors: `indices` (`[T, k]`
+        int32, best first; None when dense), `gates` (`[T, k]`, or the
+        softmax `[T, E]` when dense), `keep`, `positions` and `capacity`
+        (None without a capacity), `probs` (softmax of `logits`), `logits`
+        (`[T, E]`, with noise in training: the ones routing used),
+        `clean_logits` (without noise), `noise_stddev` (`[T, E]` for
+        Gaussian noise in training, else None) and `token_mask`.
 
     Example:
     >>> router = TopKRouter(num_experts=8, k=2)
-    >>> out = router(np.random.rand(5, 16).astype("float32"))
-    >>> out["gates"].shape, out["indices"].shape
-    ((5, 8), (5, 2))
+    >>> plan = router(np.random.rand(5, 16).astype("float32"), capacity=2)
+    >>> plan.indices.shape, plan.gates.shape, plan.dense_gates().shape, plan.positions.shape
+    ((5, 2), (5, 2), (5, 8), (5, 2))
     >>> balanced = TopKRouter(num_experts=8, k=2, bias_update_rate=1e-3)
-    >>> out = balanced(np.random.rand(5, 16).astype("float32"), training=True)
+    >>> plan = balanced(np.random.rand(5, 16).astype("float32"), training=True)
     >>> balanced.selection_bias.shape  # moved by +-1e-3 per expert (0 where load == mean)
     (8,)
     """
@@ -101,18 +158,14 @@ class TopKRouter(keras.layers.Layer):
         bias_update_rate=0.0,
         **kwargs,
     ):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.num_experts = _checks.positive_int("num_experts", num_experts)
+        super().__init__(num_experts, **kwargs)
         self.k = None if k is None else _checks.top_k(k, self.num_experts)
         self.noise = _checks.one_of("noise", noise, NOISE_TYPES)
         self.noise_epsilon = _checks.number("noise_epsilon", noise_epsilon)
         self.renormalize = (self.k is not None and self.k > 1) if renormalize is None else bool(renormalize)
         self.use_bias = use_bias
         if kernel_initializer is None:
-            kernel_initializer = keras.initializers.VarianceScaling(
-                scale=0.1, mode="fan_in", distribution="truncated_normal", seed=seed
-            )
+            kernel_initializer = default_router_initializer(seed)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -162,8 +215,8 @@ class TopKRouter(keras.layers.Layer):
             self.selection_bias.assign_add(self.bias_update_rate * ops.sign(ops.mean(load) - load))
         return top_gates, indices
 
-    def call(self, inputs, training=None, token_mask=None):
-        x = ops.cast(inputs, "float32")
+    def call(self, inputs, training=None, token_mask=None, capacity=None):
+        x = ops.cast(inputs, "float32")  # [T, d]
         noise_stddev = None
         clean_logits = self._project(x)  # [T, E]
         logits = clean_logits
@@ -174,37 +227,49 @@ class TopKRouter(keras.layers.Layer):
             noise_stddev = ops.softplus(ops.matmul(x, self.noise_kernel)) + self.noise_epsilon  # [T, E]
             logits = clean_logits + rng.normal(ops.shape(clean_logits), self.seed_generator) * noise_stddev
         probs = softmax_gates(logits)  # [T, E]
-        if self.k is None:
-            gates, top_gates, indices = probs, None, None
+        if self.k is None:  # the dense mixture: every expert, gated by the softmax
+            indices, gates, positions = None, probs, None
+            keep = ops.ones_like(probs) if token_mask is None else ops.ones_like(probs) * token_mask[:, None]
         else:
             if self.bias_update_rate > 0:
-                top_gates, indices = self._biased_choices(logits, probs, training, token_mask)  # [T, k]
+                gates, indices = self._biased_choices(logits, probs, training, token_mask)  # [T, k]
             else:
-                top_gates, indices = top_k_choices(logits, self.k, renormalize=self.renormalize)  # [T, k]
-            gates = scatter_gates(top_gates, indices, self.num_experts)  # [T, E]
-        return {
-            "logits": logits,
-            "clean_logits": clean_logits,
-            "noise_stddev": noise_stddev,
-            "probs": probs,
-            "gates": gates,
-            "top_gates": top_gates,
-            "indices": indices,
-        }
+                gates, indices = top_k_choices(logits, self.k, renormalize=self.renormalize)  # [T, k]
+            if capacity is None:  # nothing dropped; only padding stays home
+                positions = None
+                keep = ops.ones_like(gates) if token_mask is None else ops.ones_like(gates) * token_mask[:, None]
+            else:
+                positions, keep = capacity_positions(indices, self.num_experts, capacity, token_mask)  # [T, k]
+        return SlotPlan(
+            indices=indices,
+            gates=gates,
+            keep=keep,
+            positions=positions,
+            capacity=capacity,
+            probs=probs,
+            logits=logits,
+            clean_logits=clean_logits,
+            noise_stddev=noise_stddev,
+            token_mask=token_mask,
+        )
 
-    def compute_output_spec(self, inputs, training=None, token_mask=None):
-        lead = tuple(inputs.shape[:-1])
-        spec = lambda last, dtype="float32": keras.KerasTensor(lead + (last,), dtype=dtype)  # noqa: E731
-        E = self.num_experts
-        return {
-            "logits": spec(E),
-            "clean_logits": spec(E),
-            "noise_stddev": None,
-            "probs": spec(E),
-            "gates": spec(E),
-            "top_gates": None if self.k is None else spec(self.k),
-            "indices": None if self.k is None else spec(self.k, "int32"),
-        }
+    def compute_output_spec(self, inputs, training=None, token_mask=None, capacity=None):
+        T, E = inputs.shape[0], self.num_experts
+        spec = lambda *shape, dtype="float32": keras.KerasTensor((T, *shape), dtype=dtype)  # noqa: E731
+        width = E if self.k is None else self.k
+        sparse = self.k is not None
+        return SlotPlan(
+            indices=spec(self.k, dtype="int32") if sparse else None,
+            gates=spec(width),
+            keep=spec(width),
+            positions=spec(self.k, dtype="int32") if sparse and capacity is not None else None,
+            capacity=capacity,
+            probs=spec(E),
+            logits=spec(E),
+            clean_logits=spec(E),
+            noise_stddev=None,
+            token_mask=token_mask,
+        )
 
     def get_config(self):
         config = super().get_config()

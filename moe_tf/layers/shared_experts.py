@@ -1,11 +1,8 @@
 """`SharedExpertsMoE`: DeepSeekMoE's always-on shared experts plus fine-grained routed experts."""
 
 import keras
-from keras import ops
 
 from moe_tf import _checks
-from moe_tf.layers._cost import LayerCost, expert_sizes
-from moe_tf.layers.experts import Experts
 from moe_tf.layers.moe import MixtureOfExperts
 
 
@@ -57,7 +54,7 @@ def deepseek_moe_config(num_experts, expert_units, k, granularity, num_shared_ex
 
 
 @keras.saving.register_keras_serializable(package="moe_tf")
-class SharedExpertsMoE(keras.layers.Layer):
+class SharedExpertsMoE(MixtureOfExperts):
     """Shared experts that see every token, plus top-k routed experts (DeepSeekMoE).
 
         y_t = sum_{s <= K_s} FFN_s(x_t) + sum_{i in TopK(s_t, k)} s_{i,t} FFN_i(x_t)
@@ -65,10 +62,11 @@ class SharedExpertsMoE(keras.layers.Layer):
 
     The shared experts carry no gate: every token goes through all K_s of
     them, so they learn what all tokens need and the routed experts are
-    free to specialise. The routed part is a `MixtureOfExperts` (capacity,
-    balance loss, z-loss and routing statistics as there); by default its
-    gates are DeepSeekMoE's, the raw softmax probabilities of the top k
-    (`renormalize=False`). Build a fine-grained layer with the same size as
+    free to specialise. It is a `MixtureOfExperts` with
+    `num_shared_experts=1` by default (capacity, balance loss, z-loss and
+    routing statistics as there; the shared experts read the `[T, d]` tokens
+    once, not a copy per expert); by default its gates are DeepSeekMoE's,
+    the raw softmax probabilities of the top k (`renormalize=False`). Build a fine-grained layer with the same size as
     a coarse top-k MoE with `deepseek_moe_config`. DeepSeek-V3 uses 1 shared
     and 256 routed experts with 8 active.
 
@@ -89,6 +87,8 @@ class SharedExpertsMoE(keras.layers.Layer):
         kernel_initializer: experts' kernel initializer.
         router_kernel_initializer: router's; None = Switch's default.
         seed: router seed.
+        **kwargs: the other arguments of `MixtureOfExperts` (`noise`,
+            `dispatch`, `log_expert_load`, ...) and of a Keras layer.
 
     Input shape:
         `[batch, dim]` or `[batch, seq, dim]`; optional mask.
@@ -102,133 +102,13 @@ class SharedExpertsMoE(keras.layers.Layer):
     (4, 16, 64)
     """
 
-    def __init__(
-        self,
-        num_experts,
-        expert_units,
-        k,
-        num_shared_experts=1,
-        shared_units=None,
-        capacity_factor=None,
-        output_units=None,
-        activation="relu",
-        renormalize=False,
-        balance_loss="switch",
-        balance_loss_weight=1e-2,
-        z_loss_weight=0.0,
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
-        router_kernel_initializer=None,
-        seed=None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        if not _checks.is_int(num_shared_experts) or num_shared_experts < 0:
-            raise ValueError(
-                f"`num_shared_experts` must be an integer >= 0; received num_shared_experts={num_shared_experts!r}."
-            )
-        self.num_shared_experts = int(num_shared_experts)
-        self.shared_units = _checks.positive_int("shared_units", shared_units, allow_none=True)
-        self.output_units = _checks.positive_int("output_units", output_units, allow_none=True)
-        self.supports_masking = True
-        self.routed = MixtureOfExperts(
+    def __init__(self, num_experts, expert_units, k, num_shared_experts=1, renormalize=False, **kwargs):
+        num_experts = _checks.positive_int("num_experts", num_experts)
+        super().__init__(
             num_experts,
             expert_units,
-            k=_checks.top_k(k, _checks.positive_int("num_experts", num_experts)),
-            capacity_factor=capacity_factor,
-            output_units=output_units,
-            activation=activation,
+            k=_checks.top_k(k, num_experts),
+            num_shared_experts=num_shared_experts,
             renormalize=renormalize,
-            balance_loss=balance_loss,
-            balance_loss_weight=balance_loss_weight,
-            z_loss_weight=z_loss_weight,
-            use_bias=use_bias,
-            kernel_initializer=kernel_initializer,
-            router_kernel_initializer=router_kernel_initializer,
-            seed=seed,
-            dtype=self.dtype_policy,
-            name=f"{self.name}_routed",
+            **kwargs,
         )
-        self.shared = None
-        if self.num_shared_experts:
-            shared_init = keras.initializers.get(kernel_initializer)
-            seed_of = shared_init.get_config().get("seed")
-            if _checks.is_int(seed_of):  # routed expert e starts from seed + e: the shared ones continue after them
-                shared_init = shared_init.__class__.from_config(
-                    {**shared_init.get_config(), "seed": seed_of + num_experts}
-                )
-            self.shared = Experts(
-                self.num_shared_experts,
-                self.shared_units or expert_units,
-                output_units=output_units,
-                activation=activation,
-                use_bias=use_bias,
-                kernel_initializer=shared_init,
-                dtype=self.dtype_policy,
-                name="shared",
-            )
-
-    def build(self, input_shape):
-        self.routed.build(input_shape)
-        if self.shared is not None:
-            self.shared.build((self.num_shared_experts, None, input_shape[-1]))
-
-    def call(self, inputs, mask=None, training=None):
-        outputs = ops.cast(self.routed(inputs, mask=mask, training=training), "float32")
-        if self.shared is None:
-            return ops.cast(outputs, self.compute_dtype)
-        dim = inputs.shape[-1]
-        tokens = ops.reshape(inputs, (-1, dim))  # [T, d]
-        shared_inputs = ops.broadcast_to(
-            tokens[None], (self.num_shared_experts,) + tuple(ops.shape(tokens))
-        )  # [K_s, T, d]
-        shared = ops.sum(ops.cast(self.shared(shared_inputs), "float32"), axis=0)  # [T, o]: every token, no gate
-        if mask is not None:
-            shared = shared * ops.reshape(ops.cast(mask, "float32"), (-1, 1))
-        shared = ops.reshape(shared, ops.shape(outputs))
-        return ops.cast(outputs + shared, self.compute_dtype)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.output_units or input_shape[-1],)
-
-    def compute_mask(self, inputs, mask=None):
-        return mask
-
-    def active_flops_per_token(self):
-        """Inference FLOPs per token (2 x matmul multiply-adds): router, k routed and K_s shared expert paths."""
-        return self.cost().flops_per_token
-
-    def cost(self):
-        """Parameters and FLOPs (`moe_tf.layers.LayerCost`): the routed MoE's, plus every shared expert for every token."""
-        routed = self.routed.cost()
-        if self.shared is None:
-            return routed
-        per_shared, path = expert_sizes(self.shared, self.routed.router.kernel.shape[0])
-        K = self.num_shared_experts
-        return LayerCost(routed.total_params + K * per_shared, routed.active_params + K * per_shared,
-                         routed.flops_per_token + 2 * K * path)
-
-    def get_config(self):
-        config = super().get_config()
-        routed = self.routed.get_config()
-        config.update(
-            {
-                "num_experts": routed["num_experts"],
-                "expert_units": routed["expert_units"],
-                "k": routed["k"],
-                "num_shared_experts": self.num_shared_experts,
-                "shared_units": self.shared_units,
-                "capacity_factor": routed["capacity_factor"],
-                "output_units": self.output_units,
-                "activation": routed["activation"],
-                "renormalize": routed["renormalize"],
-                "balance_loss": routed["balance_loss"],
-                "balance_loss_weight": routed["balance_loss_weight"],
-                "z_loss_weight": routed["z_loss_weight"],
-                "use_bias": routed["use_bias"],
-                "kernel_initializer": routed["kernel_initializer"],
-                "router_kernel_initializer": routed["router_kernel_initializer"],
-                "seed": routed["seed"],
-            }
-        )
-        return config

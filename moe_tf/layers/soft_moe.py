@@ -5,12 +5,108 @@ from keras import ops
 
 from moe_tf import _checks
 from moe_tf.layers._cost import LayerCost, expert_sizes
-from moe_tf.layers.experts import Experts, apply_per_group
+from moe_tf.layers.base import MoELayer
+from moe_tf.layers.router import Router
+from moe_tf.plan import MaskPlan
 
 
 @keras.saving.register_keras_serializable(package="moe_tf")
-class SoftMoE(keras.layers.Layer):
-    """Soft Mixture of Experts (Puigcerver et al. 2023, "From Sparse to Soft Mixtures of Experts").
+class SoftRouter(Router):
+    """Soft MoE's router (Puigcerver et al. 2023): every slot is a softmax average of all the group's tokens.
+
+    Each of the E experts owns p slots, S = E * p in all; slot j has a learned
+    embedding, a column of `Phi` `[d, S]`. For a group X `[n, d]`, the logits
+    `X Phi` `[n, S]` give the dispatch weights (softmax over the n tokens:
+    each slot's weights sum to 1) and the combine weights (softmax over the S
+    slots: each token's weights sum to 1). The plan is a `MaskPlan` with
+    `[G, n, E, p]` dispatch and combine; its `probs` are each token's combine
+    weight per expert (its p slots summed). Padding tokens get dispatch and
+    combine weight 0.
+
+    `normalize=True`: `logits = normalize(X) (scale * normalize(Phi, axis=0))`,
+    L2 normalisation and a learned scalar `scale` starting at 1 (the paper's
+    recipe for large widths).
+
+    Args:
+        num_experts: E.
+        slots_per_expert: p.
+        normalize: L2-normalise tokens and slot embeddings (with a learned scale).
+        slot_initializer: initializer of `Phi` (the paper: LeCun normal).
+
+    Example:
+    >>> router = SoftRouter(num_experts=4, slots_per_expert=2)
+    >>> plan = router(np.random.rand(2, 8, 16).astype("float32"))
+    >>> plan.dispatch.shape, plan.probs.shape
+    ((2, 8, 4, 2), (2, 8, 4))
+    """
+
+    plan_kind = "mask"
+    per_group = True
+
+    def __init__(self, num_experts, slots_per_expert=1, normalize=False, slot_initializer="lecun_normal", **kwargs):
+        super().__init__(num_experts, **kwargs)
+        self.slots_per_expert = _checks.positive_int("slots_per_expert", slots_per_expert)
+        if not isinstance(normalize, bool):
+            raise ValueError(f"`normalize` must be True or False; received normalize={normalize!r}.")  # noqa: TRY004
+        self.normalize = normalize
+        self.slot_initializer = keras.initializers.get(slot_initializer)
+
+    @property
+    def num_slots(self):
+        """S = num_experts * slots_per_expert."""
+        return self.num_experts * self.slots_per_expert
+
+    def build(self, input_shape):
+        self.slot_embeddings = self.add_weight(
+            shape=(input_shape[-1], self.num_slots), initializer=self.slot_initializer, name="slot_embeddings"
+        )
+        if self.normalize:
+            self.scale = self.add_weight(shape=(), initializer="ones", name="scale")
+
+    def weights_for(self, inputs, token_mask=None):
+        """`logits`, `dispatch` (softmax over tokens) and `combine` (softmax over slots), each `[G, n, S]`."""
+        x = ops.cast(inputs, "float32")
+        phi = ops.cast(self.slot_embeddings, "float32")
+        if self.normalize:
+            x = x / ops.sqrt(ops.maximum(ops.sum(x * x, axis=-1, keepdims=True), 1e-12))
+            phi = self.scale * phi / ops.sqrt(ops.maximum(ops.sum(phi * phi, axis=0, keepdims=True), 1e-12))
+        logits = ops.einsum("bmd,ds->bms", x, phi)  # [G, n, S]
+        dispatch_logits = logits
+        if token_mask is not None:
+            dispatch_logits = ops.where(token_mask[..., None] > 0, logits, -1e9)  # padding: weight 0 in every slot
+        dispatch = ops.softmax(dispatch_logits, axis=1)  # over tokens: each slot's weights sum to 1
+        combine = ops.softmax(logits, axis=2)  # over slots: each token's weights sum to 1
+        if token_mask is not None:
+            combine = combine * token_mask[..., None]  # padding tokens output 0
+        return {"logits": logits, "dispatch": dispatch, "combine": combine}
+
+    def call(self, inputs, training=None, token_mask=None):
+        w = self.weights_for(inputs, token_mask)
+        per_expert = lambda t: ops.reshape(t, (-1, inputs.shape[1], self.num_experts, self.slots_per_expert))  # noqa: E731
+        combine = per_expert(w["combine"])  # [G, n, E, p]
+        return MaskPlan(
+            dispatch=per_expert(w["dispatch"]),
+            combine=combine,
+            probs=ops.sum(combine, axis=-1),  # [G, n, E]
+            logits=w["logits"],
+            token_mask=token_mask,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "slots_per_expert": self.slots_per_expert,
+                "normalize": self.normalize,
+                "slot_initializer": keras.initializers.serialize(self.slot_initializer),
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="moe_tf")
+class SoftMoE(MoELayer):
+    """Soft Mixture of Experts (Puigcerver et al. 2023, "From Sparse to Soft Mixtures of Experts"); a `MoELayer` with a `SoftRouter`.
 
     No token is ever routed to an expert. Each of the E experts owns p
     *slots*, S = E * p in all, and each slot has a learned embedding (a
@@ -73,64 +169,35 @@ class SoftMoE(keras.layers.Layer):
         normalize=False,
         kernel_initializer="glorot_uniform",
         slot_initializer="lecun_normal",
+        log_expert_load=False,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.num_experts = _checks.positive_int("num_experts", num_experts)
-        self.expert_units = _checks.positive_int("expert_units", expert_units)
-        self.slots_per_expert = _checks.positive_int("slots_per_expert", slots_per_expert)
-        self.output_units = _checks.positive_int("output_units", output_units, allow_none=True)
-        if not isinstance(normalize, bool):
-            raise ValueError(f"`normalize` must be True or False; received normalize={normalize!r}.")  # noqa: TRY004
-        self.normalize = normalize
-        self.slot_initializer = keras.initializers.get(slot_initializer)
-        self.supports_masking = True
-        self.experts = Experts(
-            self.num_experts,
-            self.expert_units,
-            output_units=self.output_units,
+        num_experts = _checks.positive_int("num_experts", num_experts)
+        router = SoftRouter(num_experts, slots_per_expert, normalize=normalize, slot_initializer=slot_initializer,
+                            name="router")
+        super().__init__(
+            router,
+            expert_units,
+            output_units=output_units,
             activation=activation,
             use_bias=use_bias,
             kernel_initializer=kernel_initializer,
-            dtype=self.dtype_policy,
-            name="experts",
+            balance_loss=None,
+            log_expert_load=log_expert_load,
+            **kwargs,
         )
-        self.group_size = None
+        self.slots_per_expert = router.slots_per_expert
+        self.normalize = router.normalize
 
     @property
     def num_slots(self):
         """S = num_experts * slots_per_expert."""
-        return self.num_experts * self.slots_per_expert
+        return self.router.num_slots
 
-    def build(self, input_shape):
-        dim = _checks.token_input_dim("SoftMoE", input_shape)
-        self.group_size = input_shape[-2]
-        self.slot_embeddings = self.add_weight(
-            shape=(dim, self.num_slots), initializer=self.slot_initializer, name="slot_embeddings"
-        )
-        if self.normalize:
-            self.scale = self.add_weight(shape=(), initializer="ones", name="scale")
-        self.experts.build((self.num_experts, None, dim))
-
-    def _weights(self, x, token_mask):
-        """Dispatch and combine weights, both `[B, m, S]` float32."""
-        x = ops.cast(x, "float32")
-        phi = ops.cast(self.slot_embeddings, "float32")
-        if self.normalize:
-            x = x / ops.sqrt(ops.maximum(ops.sum(x * x, axis=-1, keepdims=True), 1e-12))
-            phi = self.scale * phi / ops.sqrt(ops.maximum(ops.sum(phi * phi, axis=0, keepdims=True), 1e-12))
-        logits = ops.einsum("bmd,ds->bms", x, phi)  # [B, m, S]
-        dispatch_logits = logits
-        if token_mask is not None:
-            dispatch_logits = ops.where(token_mask[..., None] > 0, logits, -1e9)  # padding: weight 0 in every slot
-        dispatch = ops.softmax(dispatch_logits, axis=1)  # over tokens: each slot's weights sum to 1
-        combine = ops.softmax(logits, axis=2)  # over slots: each token's weights sum to 1
-        return {"logits": logits, "dispatch": dispatch, "combine": combine}
-
-    def _groups(self, inputs, mask):
-        x = inputs if len(inputs.shape) == 3 else inputs[None]
-        token_mask = None if mask is None else ops.reshape(ops.cast(mask, "float32"), ops.shape(x)[:2])
-        return x, token_mask
+    @property
+    def slot_embeddings(self):
+        """`Phi`, `[d, S]` (held by the router)."""
+        return self.router.slot_embeddings
 
     def weights_for(self, inputs, mask=None):
         """The dispatch and combine weights of `inputs`, for inspection.
@@ -138,31 +205,12 @@ class SoftMoE(keras.layers.Layer):
         Returns:
             A dict of `[B, m, S]` float32 tensors: `logits`, `dispatch`
             (softmax over the m tokens) and `combine` (softmax over the S
-            slots). `B` is 1 for a rank-2 input.
+            slots; 0 for padding tokens). `B` is 1 for a rank-2 input.
         """
-        x, token_mask = self._groups(ops.convert_to_tensor(inputs), mask)
-        return self._weights(x, token_mask)
-
-    def call(self, inputs, mask=None):
-        x, token_mask = self._groups(inputs, mask)
-        dim = x.shape[-1]
-        E, p = self.num_experts, self.slots_per_expert
-        w = self._weights(x, token_mask)
-        slots = ops.einsum("bms,bmd->bsd", w["dispatch"], ops.cast(x, "float32"))  # [B, S, d]
-        expert_outputs = apply_per_group(self.experts, ops.reshape(slots, (-1, E, p, dim)))  # [B, E, p, o]
-        slot_outputs = ops.reshape(expert_outputs, (-1, E * p, expert_outputs.shape[-1]))  # [B, S, o]
-        outputs = ops.einsum("bms,bso->bmo", w["combine"], slot_outputs)  # [B, m, o]
-        if token_mask is not None:
-            outputs = outputs * token_mask[..., None]
-        if len(inputs.shape) == 2:
-            outputs = outputs[0]
-        return ops.cast(outputs, self.compute_dtype)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.output_units or input_shape[-1],)
-
-    def compute_mask(self, inputs, mask=None):
-        return mask
+        inputs = ops.convert_to_tensor(inputs)
+        if not self.built:
+            self.build(inputs.shape)
+        return self.router.weights_for(*self._tokens(inputs, mask))
 
     def active_flops_per_token(self, group_size=None):
         """Inference FLOPs per token (2 x matmul multiply-adds), as `moe_tf.models.model_cost` counts.
@@ -195,18 +243,15 @@ class SoftMoE(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        experts = self.experts
+        for key in ("router", "capacity_factor", "dispatch", "num_shared_experts", "shared_units", "balance_loss",
+                    "balance_loss_weight", "z_loss_weight"):
+            del config[key]
         config.update(
             {
                 "num_experts": self.num_experts,
-                "expert_units": self.expert_units,
                 "slots_per_expert": self.slots_per_expert,
-                "output_units": self.output_units,
-                "activation": keras.activations.serialize(experts.activation),
-                "use_bias": experts.use_bias,
                 "normalize": self.normalize,
-                "kernel_initializer": keras.initializers.serialize(experts.kernel_initializer),
-                "slot_initializer": keras.initializers.serialize(self.slot_initializer),
+                "slot_initializer": keras.initializers.serialize(self.router.slot_initializer),
             }
         )
         return config
