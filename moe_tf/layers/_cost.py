@@ -1,7 +1,7 @@
 """What a layer costs: the parameters it holds, and the parameters and FLOPs one token uses.
 
 Every MoE layer of the library (and `TransformerBlock`) has a `cost()` method
-returning a `LayerCost`; `moe_tf.models.model_cost` adds them up over a
+returning a `LayerCost`; `moe_tf.cost.model_cost` adds them up over a
 model. Conventions (the ones the MoE papers use when they quote "active
 parameters"):
 

@@ -233,7 +233,7 @@ class ExpertChoiceMoE(MoELayer):
         }
 
     def active_flops_per_token(self, group_size=None):
-        """Average inference FLOPs per token (2 x matmul multiply-adds), as `moe_tf.models.model_cost` counts.
+        """Average inference FLOPs per token (2 x matmul multiply-adds), as `moe_tf.cost.model_cost` counts.
 
         Router `d * E`, plus `E * c / n` expert paths of `d * h + h * o` on
         average (about `capacity_factor` of them). The one-hot gather and

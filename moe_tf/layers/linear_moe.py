@@ -28,7 +28,7 @@ class LinearExpertsMoE(MoELayer):
     input the E expert outputs cost one sparse matmul (`2 · nnz · E · units`
     FLOPs), so the layer computes all of them and keeps the k routed ones:
     the *active* cost of one input is `2 · nnz · k · output_units` for its
-    experts plus `2 · nnz · E` for the router (what `moe_tf.models.model_cost`
+    experts plus `2 · nnz · E` for the router (what `moe_tf.cost.model_cost`
     reports). It is a `MoELayer` whose experts are that one kernel: the
     router's plan, balance and z losses, routing metrics and `RoutingStats`
     work as in `MixtureOfExperts`; only `run_experts` differs.

@@ -213,7 +213,7 @@ class SoftMoE(MoELayer):
         return self.router.weights_for(*self._tokens(inputs, mask))
 
     def active_flops_per_token(self, group_size=None):
-        """Inference FLOPs per token (2 x matmul multiply-adds), as `moe_tf.models.model_cost` counts.
+        """Inference FLOPs per token (2 x matmul multiply-adds), as `moe_tf.cost.model_cost` counts.
 
         Per group of m tokens: logits `m*d*S`, slots `S*m*d`, experts
         `S * (d*h + h*o)`, combine `m*S*o` multiply-adds. Per token, the
