@@ -224,11 +224,11 @@ class MoELayer(keras.layers.Layer):
         dim = _checks.token_input_dim(type(self).__name__, input_shape)
         if self.router.per_group:
             self.group_size = input_shape[-2]
-            self.router.build((None, None, dim))
-        else:
-            self.router.build((None, dim))
-        self.experts.build((self.num_experts, None, dim))
-        if self.shared is not None:
+        if not self.router.built:  # a router given to MoELayer arrives built when a .keras file is loaded
+            self.router.build((None, None, dim) if self.router.per_group else (None, dim))
+        if not self.experts.built:
+            self.experts.build((self.num_experts, None, dim))
+        if self.shared is not None and not self.shared.built:
             self.shared.build((None, dim))
 
     # -- the pipeline -----------------------------------------------------------
