@@ -19,7 +19,7 @@ from keras import ops
 
 from moe_tf import _checks, losses
 from moe_tf.dispatch import DISPATCH_OPTIONS, DISPATCHERS, dense_dispatch, mask_dispatch
-from moe_tf.layers._cost import LayerCost, expert_sizes, routed_cost
+from moe_tf.layers._cost import LayerCost, expert_sizes
 from moe_tf.layers.experts import Experts
 from moe_tf.metrics import RoutingMetrics, routing_entropy
 from moe_tf.routing import buffer_capacity
@@ -374,15 +374,19 @@ class MoELayer(keras.layers.Layer):
     def compute_mask(self, inputs, mask=None):
         return mask
 
-    def cost(self):
-        """Parameters and FLOPs (see `moe_tf.layers.LayerCost`): router, k of the E experts per token, shared experts.
+    def cost(self, group_size=None):
+        """Parameters and FLOPs (see `moe_tf.layers.LayerCost`): the router's plan over the experts, plus shared experts.
 
-        The dense mixture uses all E. Capacity and dispatch change the
-        compute the hardware does, not the model's cost per token.
+        The router knows how many expert paths a token uses (`Router.layer_cost`):
+        k of E for top-k, all E for the dense mixture, `E * c / n` on average
+        for expert choice, `S / m` slots for Soft MoE. Capacity and dispatch
+        change the compute the hardware does, not the model's cost per token.
+
+        Args:
+            group_size: n, tokens per routing group, for routers that route per
+                group; defaults to the sequence length the layer was built with.
         """
-        dim = self.experts.hidden_kernel.shape[1]
-        k = self.num_experts if self.k is None else self.k
-        return self._with_shared(routed_cost(self.router, *expert_sizes(self.experts, dim), k))
+        return self._with_shared(self.router.layer_cost(self.experts, group_size or self.group_size))
 
     def _with_shared(self, cost):
         if self.shared is None:
@@ -392,9 +396,9 @@ class MoELayer(keras.layers.Layer):
         return LayerCost(cost.total_params + K * per_shared, cost.active_params + K * per_shared,
                          cost.flops_per_token + 2 * K * path)
 
-    def active_flops_per_token(self):
-        """Inference FLOPs per token (2 x matmul multiply-adds): `cost().flops_per_token`."""
-        return self.cost().flops_per_token
+    def active_flops_per_token(self, group_size=None):
+        """Inference FLOPs per token (2 x matmul multiply-adds): `cost(group_size).flops_per_token`."""
+        return self.cost(group_size).flops_per_token
 
     def get_config(self):
         config = super().get_config()

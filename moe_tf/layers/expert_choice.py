@@ -102,6 +102,13 @@ class ExpertChoiceRouter(Router):
         combine = dispatch * gates[:, None, :, :]  # [G, n, E, c]
         return MaskPlan(dispatch=dispatch, combine=combine, probs=probs, logits=logits, token_mask=token_mask)
 
+    def layer_cost(self, experts, group_size=None):
+        """The router plus `E * c / n` experts per token on average (n: `group_size`)."""
+        if group_size is None:
+            raise ValueError("`group_size` is needed: the layer was not built on inputs with a known sequence length.")
+        d, E = self.kernel.shape
+        return routed_cost(self, *expert_sizes(experts, d), E * self.capacity(group_size) / group_size)
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -247,18 +254,6 @@ class ExpertChoiceMoE(MoELayer):
             A float (the average number of experts per token is `E * c / n`).
         """
         return self.cost(group_size).flops_per_token
-
-    def cost(self, group_size=None):
-        """Parameters and FLOPs (`moe_tf.layers.LayerCost`): the router plus `E * c / n` experts per token on average.
-
-        Args:
-            group_size: n; defaults to the sequence length the layer was built with.
-        """
-        n = group_size or self.group_size
-        if n is None:
-            raise ValueError("`group_size` is needed: the layer was not built on inputs with a known sequence length.")
-        d, E = self.router.kernel.shape
-        return routed_cost(self.router, *expert_sizes(self.experts, d), E * self.capacity(n) / n)
 
     def get_config(self):
         config = super().get_config()

@@ -133,8 +133,11 @@ class LinearExpertsMoE(MoELayer):
         self.add_losses_and_metrics(plan)
         return ops.cast(outputs, self.compute_dtype)
 
-    def cost(self):
-        """Parameters and FLOPs (`moe_tf.layers.LayerCost`): the router plus k of the E linear experts per example."""
+    def cost(self, group_size=None):
+        """Parameters and FLOPs (`moe_tf.layers.LayerCost`): the router plus k of the E linear experts per example.
+
+        `group_size` is not used (each example is routed on its own); it keeps `MoELayer.cost`'s signature.
+        """
         d, E = self.router.kernel.shape
         per_expert = d * self.output_units + (self.output_units if self.use_bias else 0)
         return routed_cost(self.router, per_expert, d * self.output_units, E if self.k is None else self.k)

@@ -12,6 +12,7 @@ import keras
 from keras import ops
 
 from moe_tf import _checks, rng
+from moe_tf.layers._cost import expert_sizes, routed_cost
 from moe_tf.plan import SlotPlan
 from moe_tf.routing import capacity_positions, softmax_gates, top_k_choices
 
@@ -48,6 +49,10 @@ class Router(keras.layers.Layer):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.num_experts = _checks.positive_int("num_experts", num_experts)
+
+    def layer_cost(self, experts, group_size=None):
+        """`LayerCost` of this router and the `Experts` it routes to (`MoELayer.cost`); `group_size`: n per group."""
+        raise NotImplementedError(f"{type(self).__name__} does not say what a token costs: write its layer_cost.")
 
     def load_own_variables(self, store):
         if not len(store.keys()) and getattr(self, "_loaded_by_layer", False):
@@ -252,6 +257,11 @@ class TopKRouter(Router):
             noise_stddev=noise_stddev,
             token_mask=token_mask,
         )
+
+    def layer_cost(self, experts, group_size=None):
+        """The router plus k of the E experts per token (all E for the dense mixture)."""
+        k = self.num_experts if self.k is None else self.k
+        return routed_cost(self, *expert_sizes(experts, self.kernel.shape[0]), k)
 
     def compute_output_spec(self, inputs, training=None, token_mask=None, capacity=None):
         T, E = inputs.shape[0], self.num_experts

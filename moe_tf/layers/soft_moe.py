@@ -92,6 +92,17 @@ class SoftRouter(Router):
             token_mask=token_mask,
         )
 
+    def layer_cost(self, experts, group_size=None):
+        """Every parameter is active (each token meets every slot); `S / m` expert paths per token (m: `group_size`)."""
+        m = group_size
+        if m is None:
+            raise ValueError("`group_size` is needed: the layer was not built on inputs with a known sequence length.")
+        d, S = self.slot_embeddings.shape
+        o = experts.output_kernel.shape[-1]
+        per_expert, path = expert_sizes(experts, d)
+        total = d * S + (1 if self.normalize else 0) + self.num_experts * per_expert  # slot embeddings (+ scale), experts
+        return LayerCost(total, total, 2 * (S * (2 * d + o) + S / m * path))
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -224,22 +235,6 @@ class SoftMoE(MoELayer):
             group_size: m; defaults to the sequence length the layer was built with.
         """
         return self.cost(group_size).flops_per_token
-
-    def cost(self, group_size=None):
-        """Parameters and FLOPs (`moe_tf.layers.LayerCost`): every parameter is active (each token meets every slot).
-
-        Args:
-            group_size: m; defaults to the sequence length the layer was built with.
-        """
-        m = group_size or self.group_size
-        if m is None:
-            raise ValueError("`group_size` is needed: the layer was not built on inputs with a known sequence length.")
-        d = self.slot_embeddings.shape[0]
-        S = self.num_slots
-        o = self.experts.output_kernel.shape[-1]
-        per_expert, path = expert_sizes(self.experts, d)
-        total = d * S + (1 if self.normalize else 0) + self.num_experts * per_expert  # slot embeddings (+ scale), experts
-        return LayerCost(total, total, 2 * (S * (2 * d + o) + S / m * path))
 
     def get_config(self):
         config = super().get_config()
