@@ -135,18 +135,6 @@ def test_mask_padding_is_never_picked_and_outputs_zero():
     np.testing.assert_allclose(layer(noisy, mask=mask).numpy(), y, rtol=1e-5, atol=1e-6)
 
 
-def test_keras_file_round_trip(tmp_path):
-    inputs = keras.Input((16, 6))
-    outputs = ExpertChoiceMoE(num_experts=4, expert_units=8, capacity_factor=1.5, name="ec")(inputs)
-    model = keras.Model(inputs, outputs)
-    x = rand(2, 16, 6, seed=7)
-    path = tmp_path / "ec.keras"
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
-    assert loaded.get_layer("ec").get_config() == model.get_layer("ec").get_config()
-
-
 def test_trains_under_jit_compile():
     inputs = keras.Input((8, 6))
     h = ExpertChoiceMoE(num_experts=4, expert_units=8)(inputs)

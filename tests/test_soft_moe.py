@@ -82,26 +82,6 @@ def test_mask_padding_has_no_effect_and_outputs_zero():
     np.testing.assert_allclose(layer.weights_for(x, mask=mask)["dispatch"].numpy()[0, 4:], 0.0, atol=1e-12)
 
 
-def test_keras_file_round_trip(tmp_path):
-    inputs = keras.Input((6, 4))
-    outputs = SoftMoE(num_experts=2, expert_units=8, slots_per_expert=2, normalize=True, name="soft")(inputs)
-    model = keras.Model(inputs, outputs)
-    x = rand(3, 6, 4, seed=6)
-    model.save(tmp_path / "soft.keras")
-    loaded = keras.models.load_model(tmp_path / "soft.keras")
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
-    assert loaded.get_layer("soft").get_config() == model.get_layer("soft").get_config()
-
-
-def test_trains_under_jit_compile():
-    inputs = keras.Input((8, 6))
-    h = SoftMoE(num_experts=4, expert_units=8, slots_per_expert=2)(inputs)
-    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(h)))
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
-    history = model.fit(rand(32, 8, 6, seed=7), np.arange(32) % 2, epochs=2, batch_size=16, verbose=0)
-    assert np.isfinite(history.history["loss"]).all()
-
-
 def test_params_and_flops():
     layer = SoftMoE(num_experts=4, expert_units=8, slots_per_expert=2)
     layer.build((None, 16, 5))
