@@ -257,8 +257,7 @@ class ExpertChoiceMoE(MoELayer):
 
     def get_config(self):
         config = super().get_config()
-        for key in ("router", "capacity_factor", "dispatch", "num_shared_experts", "shared_units", "balance_loss",
-                    "balance_loss_weight", "z_loss_weight"):
+        for key in ("router", "capacity_factor", "dispatch", "balance_loss", "balance_loss_weight"):  # set by the class
             del config[key]
         config.update(
             {
