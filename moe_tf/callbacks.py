@@ -26,11 +26,11 @@ class RoutingStats(keras.callbacks.Callback):
             fractions; each row sums to 1 (or is all 0 if nothing was routed).
         val_history: the same on validation data (empty without validation).
 
-    Example:
-    >>> stats = RoutingStats()
-    >>> model.fit(x, y, epochs=3, callbacks=[stats])
-    >>> stats.history["moe"].shape
-    (3, 8)
+    Example (a model with a MoE layer named "moe" and 8 experts)::
+
+        stats = RoutingStats()
+        model.fit(x, y, epochs=3, callbacks=[stats])
+        stats.history["moe"].shape  # (3, 8): epochs x experts
     """
 
     def __init__(self, log_dir=None):
@@ -119,10 +119,11 @@ class StepTimer(keras.callbacks.Callback):
         first_s: seconds of the first step (tracing, and XLA's compilation
             with `jit_compile=True`); None before a step ran.
 
-    Example:
-    >>> timer = StepTimer()
-    >>> model.fit(x, y, epochs=1, callbacks=[timer])
-    >>> timer.median_ms()  # e.g. 7.9
+    Example (any compiled model)::
+
+        timer = StepTimer()
+        model.fit(x, y, epochs=1, callbacks=[timer])
+        timer.median_ms()  # e.g. 7.9
     """
 
     def __init__(self):

@@ -52,7 +52,8 @@ def top_k_gates(logits, k, renormalize=True):
 
     Example:
     >>> gates, idx = top_k_gates(np.array([[1.0, 3.0, 2.0]]), k=2)
-    >>> idx  # [[1, 2]]; gates ~ [[0, 0.731, 0.269]]
+    >>> np.asarray(idx).tolist(), np.round(np.asarray(gates), 3).tolist()
+    ([[1, 2]], [[0.0, 0.731, 0.269]])
     """
     top_gates, indices = top_k_choices(logits, k, renormalize)  # [T, k], [T, k]
     return scatter_gates(top_gates, indices, logits.shape[-1]), indices

@@ -66,7 +66,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
     Example:
     >>> emb = TokenAndPositionEmbedding(vocabulary_size=100, sequence_length=8, output_dim=4)
     >>> x = np.array([[5, 7, 0, 0]])
-    >>> emb(x).shape, emb.compute_mask(x).numpy().tolist()
+    >>> tuple(emb(x).shape), emb.compute_mask(x).numpy().tolist()
     ((1, 4, 4), [[True, True, False, False]])
     """
 
@@ -180,9 +180,10 @@ class TransformerBlock(keras.layers.Layer):
         `[batch, length, d]`, with the input mask.
 
     Example:
+    >>> from moe_tf.layers import MixtureOfExperts
     >>> block = TransformerBlock(num_heads=2, ffn=MixtureOfExperts(num_experts=4, expert_units=16, k=1))
     >>> x = np.random.rand(2, 5, 8).astype("float32")
-    >>> block(x, mask=np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)).shape
+    >>> tuple(block(x, mask=np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)).shape)
     (2, 5, 8)
     """
 

@@ -66,7 +66,7 @@ def make_layer(kind, num_experts, k=2, units=256, dim=128, capacity_factor=1.0, 
 
     Example:
     >>> layer = make_layer("gather", num_experts=8, k=2, units=32, dim=16)
-    >>> layer(np.zeros((64, 16), "float32")).shape
+    >>> tuple(layer(np.zeros((64, 16), "float32")).shape)
     (64, 16)
     """
     import keras
@@ -212,7 +212,9 @@ def time_row(configs, x, reps=10, warmup=1):
 
     Example:
     >>> x = np.ones((64, 16), "float32")
-    >>> time_row({"dense": ("dense-moe", 4, 2, 32, 16, None), "top2": ("gather", 4, 2, 32, 16, 1.0)}, x, reps=3)
+    >>> row = time_row({"dense": ("dense-moe", 4, 2, 32, 16, None), "top2": ("gather", 4, 2, 32, 16, 1.0)}, x, reps=3)
+    >>> sorted(row)  # seconds per step of each
+    ['dense', 'top2']
     """
     if not isinstance(configs, dict) or not configs:
         raise ValueError(f"`configs` must be a non-empty dict {{name: make_layer arguments}}; received {configs!r}.")

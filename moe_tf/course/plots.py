@@ -49,9 +49,10 @@ def plot_curves(rows, path, title=None):
     Returns:
         `path` as a `Path`.
 
-    Example:
-    >>> plot_curves([{"model": "dense", "history": {"loss": [0.5, 0.3], "accuracy": [0.9, 0.95]}}], "curves.png")
-    PosixPath('curves.png')
+    Example (writes curves.png)::
+
+        plot_curves([{"model": "dense", "history": {"loss": [0.5, 0.3], "accuracy": [0.9, 0.95]}}], "curves.png")
+        # PosixPath('curves.png')
     """
     _check_rows(rows)
     path = Path(path)
@@ -94,10 +95,10 @@ def plot_expert_load(rows, path):
     Returns:
         `path` as a `Path`.
 
-    Example:
-    >>> rows = [{"model": "switch", "history": {}, "expert_load": {"moe": {"train": [[.5, .5], [.6, .4]]}}}]
-    >>> plot_expert_load(rows, "load.png")
-    PosixPath('load.png')
+    Example (writes load.png)::
+
+        rows = [{"model": "switch", "history": {}, "expert_load": {"moe": {"train": [[.5, .5], [.6, .4]]}}}]
+        plot_expert_load(rows, "load.png")  # PosixPath('load.png')
     """
     _check_rows(rows)
     panels = [(row["model"], layer, np.asarray(load["train"], dtype=float))
@@ -211,9 +212,10 @@ def plot_gate_heatmap(
     Returns:
         The matplotlib `Axes` drawn on (`ax.figure` is its figure; `ax.images[0]` the heat map).
 
-    Example:
-    >>> ax = plot_gate_heatmap(class_gate_means(gates, y_test, 10), row_label="digit")
-    >>> plt.show()
+    Example (gates `[N, E]` of N test images, their labels `y_test`)::
+
+        ax = plot_gate_heatmap(class_gate_means(gates, y_test, 10), row_label="digit")
+        plt.show()
     """
     matrix = np.asarray(matrix, dtype=np.float64)
     if matrix.ndim != 2 or 0 in matrix.shape:

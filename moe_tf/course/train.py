@@ -472,9 +472,9 @@ def main(argv=None):
         0 on success. Raises `SystemExit(2)` for a bad argument (before any data
         is loaded) and `SystemExit(1)` when the data cannot be found.
 
-    Example:
-    >>> main(["--task", "mnist", "--model", "dense", "switch", "--epochs", "1", "--train-size", "2000"])
-    0
+    Example (trains two models on MNIST)::
+
+        main(["--task", "mnist", "--model", "dense", "switch", "--epochs", "1", "--train-size", "2000"])  # 0
     """
     parser = build_parser()
     args = _resolve(parser.parse_args(argv), parser)

@@ -45,9 +45,10 @@ def load_imdb_text(*, validation_size=2500, train_size=None, test_size=None, see
     Returns:
         `Splits(train, val, test)`, each `(x, y)`: `x` a numpy array (dtype object) of Python str, `y` int64 (0 negative, 1 positive).
 
-    Example:
-    >>> (x_train, y_train), (x_val, y_val), (x_test, y_test) = load_imdb_text()
-    >>> len(x_train), len(x_val), len(x_test)  # 22500 2500 25000
+    Example (reads or downloads the data)::
+
+        (x_train, y_train), (x_val, y_val), (x_test, y_test) = load_imdb_text()
+        len(x_train), len(x_val), len(x_test)  # 22500 2500 25000
     """
     (train_texts, y_train), (test_texts, y_test) = _sources.load_group("imdb", data_dir)
     train_idx, val_idx, test_idx = split_indices(
@@ -113,9 +114,10 @@ def load_imdb(view="ngrams", *, validation_size=2500, train_size=None, test_size
     Returns:
         `ImdbData(train, val, test, vectorizer, vocabulary_size)`; `y` is int64 (0 negative, 1 positive).
 
-    Example:
-    >>> data = load_imdb("ngrams", as_dataset=True)
-    >>> x, y = next(iter(data.train))  # x: [64, 100000] float32
+    Example (reads or downloads the data)::
+
+        data = load_imdb("ngrams", as_dataset=True)
+        x, y = next(iter(data.train))  # x: [64, 100000] float32
     """
     import keras
     import tensorflow as tf
@@ -172,7 +174,8 @@ def padding_mask(tokens):
         A bool array of the same shape: a numpy array for numpy input, a tensor otherwise.
 
     Example:
-    >>> padding_mask(np.array([[5, 2, 0, 0]]))  # [[True, True, False, False]]
+    >>> padding_mask(np.array([[5, 2, 0, 0]])).tolist()
+    [[True, True, False, False]]
     """
     if isinstance(tokens, (np.ndarray, list, tuple)):
         return np.asarray(tokens) != 0

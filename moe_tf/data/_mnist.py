@@ -36,9 +36,10 @@ def load_mnist(*, validation_size=5000, train_size=None, test_size=None, seed=0,
         ValueError: for a bad argument.
         DataUnavailableError: when the data can be found nowhere (offline, no data folder).
 
-    Example:
-    >>> (x_train, y_train), (x_val, y_val), (x_test, y_test) = load_mnist()
-    >>> x_train.shape, x_val.shape, x_test.shape  # (55000, 784) (5000, 784) (10000, 784)
+    Example (reads or downloads the data)::
+
+        (x_train, y_train), (x_val, y_val), (x_test, y_test) = load_mnist()
+        x_train.shape, x_val.shape, x_test.shape  # (55000, 784) (5000, 784) (10000, 784)
     """
     if as_dataset:
         check_batch_size(batch_size)

@@ -57,8 +57,9 @@ def resolve_data_dir(data_dir=None):
         The folder as an absolute `Path`, or None when neither is set (the loaders
         then use the download cache).
 
-    Example:
-    >>> resolve_data_dir("/media/usb/moe_tf_data")  # PosixPath('/media/usb/moe_tf_data')
+    Example::
+
+        resolve_data_dir("/media/usb/moe_tf_data")  # PosixPath('/media/usb/moe_tf_data')
     """
     if data_dir is None:
         data_dir = os.environ.get(DATA_DIR_ENV) or None

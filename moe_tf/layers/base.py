@@ -80,7 +80,9 @@ class MoELayer(keras.layers.Layer):
             `moe_tf.dispatch`.
         num_shared_experts: K_s >= 0 experts every token goes through.
         shared_units: their hidden width; defaults to `expert_units`.
-        balance_loss: token-choice routers only: `"switch"`, `"shazeer"` or None.
+        balance_loss: token-choice routers only: `"switch"`, `"shazeer"` or None;
+            `"auto"` (the default) is `"switch"` for token choice and None for
+            expert choice and Soft MoE, which balance by construction.
         balance_loss_weight: weight of the balance loss (Switch: 1e-2).
         z_loss_weight: weight of the router z-loss (ST-MoE: 1e-3); 0 = off.
         log_expert_load: also log each expert's load (`<name>_load_<i>`).
@@ -116,7 +118,7 @@ class MoELayer(keras.layers.Layer):
         dispatch=None,
         num_shared_experts=0,
         shared_units=None,
-        balance_loss="switch",
+        balance_loss="auto",
         balance_loss_weight=1e-2,
         z_loss_weight=0.0,
         log_expert_load=False,
@@ -153,6 +155,8 @@ class MoELayer(keras.layers.Layer):
                 f"(k=None) sends every token to every expert; received capacity_factor={capacity_factor!r} "
                 f"with k=None; pass k=1 or k=2 to use a capacity, or capacity_factor=None."
             )
+        if balance_loss == "auto":  # the Switch loss for token choice; expert choice and Soft MoE balance by construction
+            balance_loss = "switch" if token_choice else None
         self.balance_loss = _checks.one_of("balance_loss", balance_loss, BALANCE_LOSSES)
         if self.balance_loss is not None and not token_choice:
             raise ValueError(

@@ -63,7 +63,7 @@ class ExpertChoiceRouter(Router):
 
     Example:
     >>> router = ExpertChoiceRouter(num_experts=4, capacity_factor=2.0)
-    >>> router(np.random.rand(2, 8, 16).astype("float32")).dispatch.shape  # c = 8 * 2 / 4
+    >>> tuple(router(np.random.rand(2, 8, 16).astype("float32")).dispatch.shape)  # c = 8 * 2 / 4
     (2, 8, 4, 4)
     """
 
@@ -178,7 +178,7 @@ class ExpertChoiceMoE(MoELayer):
     Example:
     >>> moe = ExpertChoiceMoE(num_experts=8, expert_units=64, capacity_factor=2.0)
     >>> y = moe(np.random.rand(4, 16, 32).astype("float32"))  # c = 16 * 2 / 8 = 4 tokens per expert
-    >>> y.shape, moe.route(np.random.rand(4, 16, 32).astype("float32"))["indices"].shape
+    >>> tuple(y.shape), tuple(moe.route(np.random.rand(4, 16, 32).astype("float32"))["indices"].shape)
     ((4, 16, 32), (4, 8, 4))
     """
 

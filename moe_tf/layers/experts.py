@@ -87,9 +87,9 @@ class Experts(keras.layers.Layer):
 
     Example:
     >>> experts = Experts(num_experts=4, units=32)
-    >>> experts(np.zeros((4, 10, 8))).shape
+    >>> tuple(experts(np.zeros((4, 10, 8))).shape)
     (4, 10, 8)
-    >>> experts(np.zeros((10, 8))).shape  # every expert on the same 10 tokens
+    >>> tuple(experts(np.zeros((10, 8))).shape)  # every expert on the same 10 tokens
     (4, 10, 8)
     """
 

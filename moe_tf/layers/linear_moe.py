@@ -55,7 +55,7 @@ class LinearExpertsMoE(MoELayer):
 
     Example:
     >>> layer = LinearExpertsMoE(num_experts=8, output_units=2, k=2)
-    >>> layer(np.random.rand(4, 100).astype("float32")).shape
+    >>> tuple(layer(np.random.rand(4, 100).astype("float32")).shape)
     (4, 2)
     """
 

@@ -93,7 +93,7 @@ class MixtureOfExperts(MoELayer):
     Example:
     >>> moe = MixtureOfExperts(num_experts=8, expert_units=64, k=2, capacity_factor=1.25)
     >>> y = moe(np.random.rand(4, 10, 32).astype("float32"))
-    >>> y.shape, len(moe.losses)
+    >>> tuple(y.shape), len(moe.losses)
     ((4, 10, 32), 1)
     """
 

@@ -98,7 +98,7 @@ class SharedExpertsMoE(MixtureOfExperts):
 
     Example:
     >>> moe = SharedExpertsMoE(**deepseek_moe_config(8, 128, k=2, granularity=4))  # 1 shared + top-7 of 31
-    >>> moe(np.random.rand(4, 16, 64).astype("float32")).shape
+    >>> tuple(moe(np.random.rand(4, 16, 64).astype("float32")).shape)
     (4, 16, 64)
     """
 

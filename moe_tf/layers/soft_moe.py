@@ -36,7 +36,7 @@ class SoftRouter(Router):
     Example:
     >>> router = SoftRouter(num_experts=4, slots_per_expert=2)
     >>> plan = router(np.random.rand(2, 8, 16).astype("float32"))
-    >>> plan.dispatch.shape, plan.probs.shape
+    >>> tuple(plan.dispatch.shape), tuple(plan.probs.shape)
     ((2, 8, 4, 2), (2, 8, 4))
     """
 
@@ -165,7 +165,7 @@ class SoftMoE(MoELayer):
     Example:
     >>> moe = SoftMoE(num_experts=8, expert_units=64, slots_per_expert=4)
     >>> x = np.random.rand(2, 16, 32).astype("float32")
-    >>> moe(x).shape, moe.weights_for(x)["dispatch"].shape  # 32 slots for 16 tokens: 2 expert paths per token
+    >>> tuple(moe(x).shape), tuple(moe.weights_for(x)["dispatch"].shape)  # 32 slots for 16 tokens: 2 expert paths per token
     ((2, 16, 32), (2, 16, 32))
     """
 
