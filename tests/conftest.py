@@ -28,7 +28,7 @@ def pytest_addoption(parser):
 def pytest_ignore_collect(collection_path, config):
     """Plain ``pytest`` (``make test``) leaves the exercise tests out: on the untouched stubs they fail,
     by design. They run when named (``pytest tests/exercises``), with ``--solutions``, or under
-    ``moe-grade``; ``tests/test_grade.py`` proves in ``make test`` that solutions score 100% and stubs 0."""
+    ``moe-grade``; ``tests/course/test_grade.py`` proves in ``make test`` that solutions score 100% and stubs 0."""
     path = Path(collection_path)
     if path != EXERCISE_TESTS and EXERCISE_TESTS not in path.parents:
         return None

@@ -5,7 +5,7 @@
 
 Each `exercises/exNN_name.py` (the stub a learner edits) is generated from
 `solutions/exNN_name.py` (its reference solution): never edit a stub by hand, edit the solution
-and run this tool. `tests/test_build_exercises.py` fails while a stub is stale.
+and run this tool. `tests/course/test_build_exercises.py` fails while a stub is stale.
 
 Markers in a solution are whole-line comments (the solution runs exactly as without them):
 

@@ -11,7 +11,7 @@ repository's Python, then cleans it before writing it back:
 - this machine's absolute paths in the text outputs become portable ones:
   `<site-packages>/keras/...` for an installed package's file, `<repo>/...`
   inside the repository, `~/...` under the home folder (a learner has none
-  of this machine's folders; tests/test_docs.py checks that none is left),
+  of this machine's folders; tests/course/test_docs.py checks that none is left),
 - execution counts are renumbered 1, 2, 3, ... and per-cell execution
   metadata is dropped, so re-running an unchanged notebook changes only the
   numbers a run really changes,

@@ -9,7 +9,7 @@ except the folders that hold answers:
 - `solutions/`: the reference solutions of the exercises, the answers to the notebooks'
   interview questions (`solutions/notebooks/`) and to the question bank
   (`solutions/question_bank_answers.yaml`, `solutions/question_bank.md`);
-- `tests/exercises/mutants/`: the mutation check's wrong solutions (`tests/test_mutants.py`), which
+- `tests/exercises/mutants/`: the mutation check's wrong solutions (`tests/course/test_mutants.py`), which
   quote lines of the reference solutions.
 
 It adds `STUDENT_VERSION.md` at DEST's root (what this copy is, how to grade). DEST must not

@@ -21,7 +21,7 @@ __all__ = ["INSTALL_CELL", "REPO_URL", "SMOKE", "colab_badge", "pick", "setup", 
 
 REPO_URL = "https://github.com/moe-tf/moe-tf"
 
-# The first code cell of every notebook (tests/test_notebooks.py checks it is this text).
+# The first code cell of every notebook (tests/course/test_notebooks.py checks it is this text).
 # Colab already has TensorFlow, Keras, tensorflow-datasets and matplotlib: there only the
 # course package is added (its `tensorflow-cpu` requirement would fight Colab's `tensorflow`).
 INSTALL_CELL = f"""\

@@ -11,7 +11,7 @@ import tensorflow as tf
 from moe_tf import MixtureOfExperts
 from moe_tf.course.bench import LAYER_KINDS, make_layer, make_step, run_once, time_layers, time_row, time_step
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 T, D, H, E = 32, 8, 16, 4
 
 

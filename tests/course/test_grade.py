@@ -8,7 +8,7 @@ TensorFlow here, so it is quick).
 The ``real_course`` tests are the acceptance tests of the graded exercises: ``moe-grade --solutions``
 scores 100% on every exercise, the untouched stubs score 0, and a small class built from the
 solutions with one module broken per student is graded exactly. Run them alone with
-``pytest tests/test_grade.py -k real_course``. The two that need ``solutions/`` are skipped in a student copy
+``pytest tests/course/test_grade.py -k real_course``. The two that need ``solutions/`` are skipped in a student copy
 of the course (``tools/student_version.py``).
 """
 
@@ -36,7 +36,7 @@ from moe_tf.course import grade
 # One worker runs this whole module under pytest-xdist (`make test`): its module fixture is expensive.
 pytestmark = pytest.mark.xdist_group("grade")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HARNESS = REPO / "tests" / "exercises" / "conftest.py"
 
 # A student copy of the course (tools/student_version.py) has no solutions/.

@@ -18,7 +18,7 @@ module, a copy of the exercise's test module and a small ``conftest.py`` that po
 one has failed (one failure is enough to lose points). A control folder per exercise grades the
 unmutated solution in the same layout and must pass, so a broken layout cannot make every mutant look
 caught; it leaves out the tests that ask for a longer time limit (``timeout_s``, e.g. training on
-MNIST), which ``tests/test_grade.py`` already proves the solutions pass.
+MNIST), which ``tests/course/test_grade.py`` already proves the solutions pass.
 
 Skipped in a student copy of the course (no ``solutions/``).
 """
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SOLUTIONS = REPO / "solutions"
 EXERCISE_TESTS = REPO / "tests" / "exercises"
 MUTANTS = EXERCISE_TESTS / "mutants"
@@ -53,7 +53,7 @@ pytestmark = [
 # test, and an autouse fixture runs before it; pytest calls a sub-folder conftest's runtest hooks only for
 # the tests of that folder.
 MUTANT_CONFTEST = '''\
-"""One mutant (or control) of the mutation check (tests/test_mutants.py): grade the module in this folder."""
+"""One mutant (or control) of the mutation check (tests/course/test_mutants.py): grade the module in this folder."""
 
 from pathlib import Path
 
@@ -72,7 +72,7 @@ def _grade_this_folder(request, monkeypatch):
     slow = request.node.get_closest_marker("timeout_s") is not None or (
         points is not None and "timeout_s" in points.kwargs)
     if CONTROL and slow:
-        pytest.skip("slow test (it asks for a longer time limit): tests/test_grade.py proves the solutions pass it")
+        pytest.skip("slow test (it asks for a longer time limit): tests/course/test_grade.py proves the solutions pass it")
     monkeypatch.setenv("MOE_TF_EXERCISES_DIR", HERE)
 
 

@@ -15,7 +15,7 @@ computation, with a short `moe_tf` snippet (a ```python block) followed by its e
 
 After editing a snippet, regenerate the expected outputs from a real run (never by hand):
 
-    python tests/test_myths.py --update
+    python tests/course/test_myths.py --update
 """
 
 import json
@@ -30,7 +30,7 @@ import pytest
 # One worker runs this whole module under pytest-xdist (`make test`): its module fixture is expensive.
 pytestmark = pytest.mark.xdist_group("myths")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "myths.md"
 TITLE = "# Myths vs facts"
 
@@ -216,7 +216,7 @@ def test_snippet_prints_its_documented_output(outputs, index):
     expected, actual = normalise(snippet["expected"]), normalise(got[index])
     assert actual == expected, (
         f"{where}: the snippet's output differs from the page.\n--- page (```text)\n{expected}\n"
-        f"--- printed\n{actual}\n(regenerate with `python tests/test_myths.py --update` if the change is intended)"
+        f"--- printed\n{actual}\n(regenerate with `python tests/course/test_myths.py --update` if the change is intended)"
     )
 
 
@@ -247,4 +247,4 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--update"]:
         _update()
     else:
-        raise SystemExit("usage: python tests/test_myths.py --update   (or run it with pytest)")
+        raise SystemExit("usage: python tests/course/test_myths.py --update   (or run it with pytest)")

@@ -24,7 +24,7 @@ import pytest
 
 nbformat = pytest.importorskip("nbformat")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 ANSWERS = ROOT / "solutions" / "notebooks"
 IDS = [p.stem for p in NOTEBOOKS]
@@ -119,7 +119,7 @@ def test_committed_outputs_come_from_a_clean_full_run(path):
 
 
 def test_cleaning_rewrites_this_machines_paths():
-    """`nbrun.clean` turns this machine's absolute paths into portable ones (tests/test_docs.py fails on any left)."""
+    """`nbrun.clean` turns this machine's absolute paths into portable ones (tests/course/test_docs.py fails on any left)."""
     home, repo = Path.home(), nbrun.REPO
     text = (f"defined @ /opt/venv/lib/python3.11/site-packages/keras/core.py:43\n"
             f"saved {repo}/notebooks/runs/x.png, cache {home}/.keras/datasets; {repo}-old and https://a.org{repo} kept\n")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 import student_version
 
@@ -90,7 +90,7 @@ def _untracked_hint() -> str:
 
 def test_the_notebook_checks_pass_or_skip_in_the_copy(copy):
     dest = copy[0]
-    proc = _run_in(dest, "-m", "pytest", "-q", "tests/test_notebooks.py", "-k", "format or answer",
+    proc = _run_in(dest, "-m", "pytest", "-q", "tests/course/test_notebooks.py", "-k", "format or answer",
                    "-p", "no:cacheprovider", "-rs")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out + _untracked_hint()
@@ -102,7 +102,7 @@ def test_the_notebook_checks_pass_or_skip_in_the_copy(copy):
 def test_the_question_bank_checks_pass_or_skip_in_the_copy(copy):
     """Questions without answers: every link of the questions resolves, the answer checks skip."""
     dest = copy[0]
-    proc = _run_in(dest, "-m", "pytest", "-q", "tests/test_question_bank.py", "-p", "no:cacheprovider", "-rs")
+    proc = _run_in(dest, "-m", "pytest", "-q", "tests/course/test_question_bank.py", "-p", "no:cacheprovider", "-rs")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out + _untracked_hint()
     assert "failed" not in proc.stdout.strip().splitlines()[-1], out

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from moe_tf.course.toy import PiecewiseLinear, grid
-from tests._helpers import np_softmax
+from _helpers import np_softmax
 
 
 @pytest.mark.parametrize("continuous", [False, True])

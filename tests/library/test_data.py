@@ -50,7 +50,7 @@ def isolated(monkeypatch, tmp_path):
 
     def refuse(*args, **kwargs):
         attempts.append(args)
-        raise OSError("network blocked by tests/test_data.py")
+        raise OSError("network blocked by tests/library/test_data.py")
 
     monkeypatch.setattr(socket.socket, "connect", lambda self, *a: refuse(*a))
     monkeypatch.setattr(socket, "create_connection", refuse)

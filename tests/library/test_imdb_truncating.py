@@ -1,6 +1,6 @@
 """`load_imdb("sequence", truncating=...)`: keeping the first or the last tokens of long reviews.
 
-Uses the small fixture IMDB of `tests/test_data.py` (no network, no real data).
+Uses the small fixture IMDB of `tests/library/test_data.py` (no network, no real data).
 """
 
 import numpy as np

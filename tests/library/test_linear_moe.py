@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from moe_tf.layers import LinearExpertsMoE
-from tests._helpers import np_softmax
+from _helpers import np_softmax
 
 
 def _inputs(n=12, d=20, seed=0):

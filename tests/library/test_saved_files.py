@@ -15,7 +15,7 @@ import pytest
 import moe_tf.layers  # noqa: F401  registers the layers with Keras
 import moe_tf.transformer  # noqa: F401
 
-SAVED = Path(__file__).parent / "fixtures" / "saved_v0_1"
+SAVED = Path(__file__).parents[1] / "fixtures" / "saved_v0_1"
 NAMES = sorted(p.stem for p in SAVED.glob("*.keras"))
 
 

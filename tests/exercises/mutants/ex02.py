@@ -1,4 +1,4 @@
-"""Wrong solutions of exercise 2 that tests/exercises/test_ex02_param_count.py must fail (tests/test_mutants.py).
+"""Wrong solutions of exercise 2 that tests/exercises/test_ex02_param_count.py must fail (tests/course/test_mutants.py).
 
 Each entry is ``(name, old, new)``: ``old`` occurs exactly once in solutions/ex02_param_count.py and
 ``new`` replaces it with one classic mistake that contradicts the stub's docstring.

@@ -1,4 +1,4 @@
-"""Wrong solutions of exercise 3 that tests/exercises/test_ex03_topk_gating.py must fail (tests/test_mutants.py).
+"""Wrong solutions of exercise 3 that tests/exercises/test_ex03_topk_gating.py must fail (tests/course/test_mutants.py).
 
 Each entry is ``(name, old, new)``: ``old`` occurs exactly once in solutions/ex03_topk_gating.py and
 ``new`` replaces it with one classic mistake that contradicts the stub's docstring.

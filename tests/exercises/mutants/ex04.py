@@ -1,4 +1,4 @@
-"""Wrong solutions of exercise 4 that tests/exercises/test_ex04_noisy_topk.py must fail (tests/test_mutants.py).
+"""Wrong solutions of exercise 4 that tests/exercises/test_ex04_noisy_topk.py must fail (tests/course/test_mutants.py).
 
 Each entry is ``(name, old, new)``: ``old`` occurs exactly once in solutions/ex04_noisy_topk.py and
 ``new`` replaces it with one classic mistake that contradicts the stub's docstring.

@@ -1,4 +1,4 @@
-"""Wrong solutions of exercise 6 that tests/exercises/test_ex06_switch_loss.py must fail (tests/test_mutants.py).
+"""Wrong solutions of exercise 6 that tests/exercises/test_ex06_switch_loss.py must fail (tests/course/test_mutants.py).
 
 Each entry is ``(name, old, new)``: ``old`` occurs exactly once in solutions/ex06_switch_loss.py and
 ``new`` replaces it with one classic mistake that contradicts the stub's docstring.

@@ -1,4 +1,4 @@
-"""Wrong solutions of exercise 8 that tests/exercises/test_ex08_capacity.py must fail (tests/test_mutants.py).
+"""Wrong solutions of exercise 8 that tests/exercises/test_ex08_capacity.py must fail (tests/course/test_mutants.py).
 
 Each entry is ``(name, old, new)``: ``old`` occurs exactly once in solutions/ex08_capacity.py and
 ``new`` replaces it with one classic mistake that contradicts the stub's docstring.
