@@ -16,10 +16,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Lint and format first (ruff, the rules in pyproject.toml), then the tests and the library's doctests.
 # Two workers (pytest-xdist): the notebooks' smoke runs and the grader's subprocesses wait on
 # imports and kernels as much as on the CPU, so two at a time finish sooner even on 2 cores. Tests
 # that share an expensive module fixture carry an xdist_group mark and stay on one worker.
 test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -n 2 --dist loadgroup --durations=15
 
 # The main job: dense vs dense-moe vs top-2 vs Switch on MNIST (55k/5k/10k), then the results table.

@@ -62,8 +62,18 @@ def memory_child(kind, num_experts, k, units, dim, tokens, capacity_factor):
 
 
 def peak_memory(kind, num_experts, k, units, dim, tokens, capacity_factor):
-    args = [sys.executable, os.path.abspath(__file__), "--memory-child", kind, str(num_experts), str(k), str(units),
-            str(dim), str(tokens), str(capacity_factor)]
+    args = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--memory-child",
+        kind,
+        str(num_experts),
+        str(k),
+        str(units),
+        str(dim),
+        str(tokens),
+        str(capacity_factor),
+    ]
     done = subprocess.run(args, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"memory measurement failed ({' '.join(args[2:])}):\n{done.stderr[-2000:]}")
@@ -90,8 +100,12 @@ def main(argv=None):
     parser.add_argument("--tokens", type=int, default=4096, help="tokens per step for the timings (default 4096)")
     parser.add_argument("--dim", type=int, default=128, help="model width d (default 128)")
     parser.add_argument("--units", type=int, default=256, help="hidden width h of each expert (default 256)")
-    parser.add_argument("--capacity-factor", type=float, default=1.0,
-                        help="capacity factor of the sparse layers (default 1.0: the same FLOPs as the FFN)")
+    parser.add_argument(
+        "--capacity-factor",
+        type=float,
+        default=1.0,
+        help="capacity factor of the sparse layers (default 1.0: the same FLOPs as the FFN)",
+    )
     parser.add_argument("--reps", type=int, default=15, help="timed steps per configuration (default 15)")
     parser.add_argument("--memory-tokens", type=int, default=8192, help="tokens for the memory comparison (8192)")
     parser.add_argument("--memory-child", nargs=7, help=argparse.SUPPRESS)
@@ -109,40 +123,63 @@ def main(argv=None):
 
     tf.get_logger().setLevel("ERROR")  # one tf.function per configuration is on purpose, not a retracing bug
     cf, more_cf = args.capacity_factor, 1.25
-    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores, jit_compile=True. "
-          f"T={args.tokens} tokens, d={args.dim}, expert hidden h={args.units}.")
-    print(f"Median of {args.reps} forward+backward steps each; sparse layers at capacity factor {cf} "
-          f"(and {more_cf} in one column); FFN hidden = k*h.\n")
+    print(
+        f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores, jit_compile=True. "
+        f"T={args.tokens} tokens, d={args.dim}, expert hidden h={args.units}."
+    )
+    print(
+        f"Median of {args.reps} forward+backward steps each; sparse layers at capacity factor {cf} "
+        f"(and {more_cf} in one column); FFN hidden = k*h.\n"
+    )
     x = tf.random.stateless_normal((args.tokens, args.dim), seed=(1, 2))
-    header = (f"{'E':>3} {'k':>2} | {'dense MoE':>9} {'gather':>8} {f'gather@{more_cf}':>11} {'dropless':>8} "
-              f"{'einsum':>8} {'experts':>8} {'FFN(k*h)':>8} | {'dense/gather':>12} {'dense/dropless':>14} "
-              f"{'gather/FFN':>10} {'experts/FFN':>11} {'einsum/gather':>13}")
+    header = (
+        f"{'E':>3} {'k':>2} | {'dense MoE':>9} {'gather':>8} {f'gather@{more_cf}':>11} {'dropless':>8} "
+        f"{'einsum':>8} {'experts':>8} {'FFN(k*h)':>8} | {'dense/gather':>12} {'dense/dropless':>14} "
+        f"{'gather/FFN':>10} {'experts/FFN':>11} {'einsum/gather':>13}"
+    )
     print(f"{'':6} | {'step time, ms':^68} | {'ratios':^65}")
     print(header)
     print("-" * len(header))
     rows = []
     for num_experts in experts_grid:
         for k in (1, 2):
-            spec = lambda kind, c=cf: (kind, num_experts, k, args.units, args.dim, c)  # noqa: E731
-            configs = {"dense": spec("dense-moe", None), "gather": spec("gather"),
-                       "gather_more": spec("gather", more_cf), "dropless": spec("dropless", None),
-                       "einsum": spec("einsum"), "experts": spec("experts", None), "ffn": spec("ffn", None)}
+            spec = lambda kind, c=cf: (kind, num_experts, k, args.units, args.dim, c)  # noqa: B023 (used in this iteration)
+            configs = {
+                "dense": spec("dense-moe", None),
+                "gather": spec("gather"),
+                "gather_more": spec("gather", more_cf),
+                "dropless": spec("dropless", None),
+                "einsum": spec("einsum"),
+                "experts": spec("experts", None),
+                "ffn": spec("ffn", None),
+            }
             t = time_row(configs, x, args.reps)
             rows.append(dict(E=num_experts, k=k, **t))
             ms = {name: f"{value * 1e3:.1f}" for name, value in t.items()}
-            print(f"{num_experts:>3} {k:>2} | {ms['dense']:>9} {ms['gather']:>8} {ms['gather_more']:>11} "
-                  f"{ms['dropless']:>8} {ms['einsum']:>8} {ms['experts']:>8} {ms['ffn']:>8} | "
-                  f"{t['dense'] / t['gather']:11.1f}x {t['dense'] / t['dropless']:13.1f}x "
-                  f"{t['gather'] / t['ffn']:9.2f}x {t['experts'] / t['ffn']:10.2f}x {t['einsum'] / t['gather']:12.1f}x",
-                  flush=True)
+            print(
+                f"{num_experts:>3} {k:>2} | {ms['dense']:>9} {ms['gather']:>8} {ms['gather_more']:>11} "
+                f"{ms['dropless']:>8} {ms['einsum']:>8} {ms['experts']:>8} {ms['ffn']:>8} | "
+                f"{t['dense'] / t['gather']:11.1f}x {t['dense'] / t['dropless']:13.1f}x "
+                f"{t['gather'] / t['ffn']:9.2f}x {t['experts'] / t['ffn']:10.2f}x {t['einsum'] / t['gather']:12.1f}x",
+                flush=True,
+            )
 
     E_mem, k_mem = experts_grid[-1], 2
-    print(f"\nMemory of one training step at T={args.memory_tokens} tokens, E={E_mem}, k={k_mem}, capacity factor "
-          f"{cf}: peak RSS minus the peak of the same program at {SMALL_TOKENS} tokens (fresh process each):")
+    print(
+        f"\nMemory of one training step at T={args.memory_tokens} tokens, E={E_mem}, k={k_mem}, capacity factor "
+        f"{cf}: peak RSS minus the peak of the same program at {SMALL_TOKENS} tokens (fresh process each):"
+    )
     memory = {}
     for kind in ("dense-moe", "gather", "dropless", "einsum"):
-        memory[kind] = step_memory(kind, E_mem, k_mem, args.units, args.dim, args.memory_tokens,
-                                   None if kind in ("dense-moe", "dropless") else cf)
+        memory[kind] = step_memory(
+            kind,
+            E_mem,
+            k_mem,
+            args.units,
+            args.dim,
+            args.memory_tokens,
+            None if kind in ("dense-moe", "dropless") else cf,
+        )
         print(f"  {kind:<10} {memory[kind] / 2**20:8.0f} MiB")
     from moe_tf.routing import expert_capacity
 
@@ -154,17 +191,25 @@ def main(argv=None):
     big = next(r for r in rows if r["E"] == E_mem and r["k"] == 2)
     limit = E_mem // 2
     print(f"  sparse top-2 of {E_mem} experts vs the dense mixture (the FLOP ratio E/k = {limit}x is the limit):")
-    print(f"    no capacity (dropless, the default of MixtureOfExperts(k=2)): {big['dense'] / big['dropless']:.1f}x faster "
-          f"(target >= {E_mem // 4}x)")
-    print(f"    capacity factor {more_cf} (gather): {big['dense'] / big['gather_more']:.1f}x faster (target >= {E_mem // 4}x)")
+    print(
+        f"    no capacity (dropless, the default of MixtureOfExperts(k=2)): {big['dense'] / big['dropless']:.1f}x faster "
+        f"(target >= {E_mem // 4}x)"
+    )
+    print(
+        f"    capacity factor {more_cf} (gather): {big['dense'] / big['gather_more']:.1f}x faster (target >= {E_mem // 4}x)"
+    )
     print(f"    capacity factor {cf} (gather): {big['dense'] / big['gather']:.1f}x faster")
     worst = max(r["gather"] / r["ffn"] for r in rows)
-    print(f"  sparse (gather) vs the dense FFN with the same active FLOPs: at most {worst:.2f}x over all rows "
-          f"(target <= 1.5x); the experts' matmuls alone account for up to "
-          f"{max(r['experts'] / r['ffn'] for r in rows):.2f}x")
-    print(f"  gather / einsum dispatch memory at {args.memory_tokens} tokens: "
-          f"{memory['gather'] / memory['einsum']:.1%} (target <= 10%); dropless / einsum: "
-          f"{memory['dropless'] / memory['einsum']:.1%}")
+    print(
+        f"  sparse (gather) vs the dense FFN with the same active FLOPs: at most {worst:.2f}x over all rows "
+        f"(target <= 1.5x); the experts' matmuls alone account for up to "
+        f"{max(r['experts'] / r['ffn'] for r in rows):.2f}x"
+    )
+    print(
+        f"  gather / einsum dispatch memory at {args.memory_tokens} tokens: "
+        f"{memory['gather'] / memory['einsum']:.1%} (target <= 10%); dropless / einsum: "
+        f"{memory['dropless'] / memory['einsum']:.1%}"
+    )
 
 
 if __name__ == "__main__":

@@ -44,18 +44,24 @@ def main(argv=None):
     n = args.steps * args.batch_size
     x = rng.random((n, 784), dtype=np.float32)
     y = rng.integers(0, 10, n)
-    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores. MNIST-shaped random data, batch {args.batch_size}, "
-          f"E={args.experts}; median ms per training step after compilation, {args.rounds} x {args.steps} steps each.\n")
+    print(
+        f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores. MNIST-shaped random data, batch {args.batch_size}, "
+        f"E={args.experts}; median ms per training step after compilation, {args.rounds} x {args.steps} steps each.\n"
+    )
     print(f"{'model':<10} {'eager':>8} {'jit':>8} {'eager/jit':>10}")
     print("-" * 39)
     for name in MODELS:
         models = {}
         for jit in (False, True):
             keras.utils.set_random_seed(0)
-            model = build_model(name, 784, 10, num_experts=args.experts, dropout=0.3, input_dropout=0.2,
-                                capacity_factor=1.25)
-            model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                          jit_compile=jit)
+            model = build_model(
+                name, 784, 10, num_experts=args.experts, dropout=0.3, input_dropout=0.2, capacity_factor=1.25
+            )
+            model.compile(
+                keras.optimizers.Adam(1e-3),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                jit_compile=jit,
+            )
             models[jit] = model
         times = {False: [], True: []}
         for _ in range(args.rounds):

@@ -75,8 +75,9 @@ def router_params(d, num_experts, use_bias=False, noisy=False):
     raise NotImplementedError("ex02_param_count.router_params: not implemented yet (see the docstring)")
 
 
-def moe_param_counts(d, h, num_experts, k, d_out=None, use_bias=True, router_bias=False, noisy_router=False,
-                     gated=False):
+def moe_param_counts(
+    d, h, num_experts, k, d_out=None, use_bias=True, router_bias=False, noisy_router=False, gated=False
+):
     """Total and active (per-token) parameters of an MoE feed-forward layer.
 
     `total` counts every weight the layer stores: the router and all E

@@ -30,7 +30,7 @@ Run the tests: `pytest tests/exercises/test_ex14_moe_layer.py`
 """
 
 import keras
-from keras import ops  # noqa: F401 (you will need it)
+from keras import ops  # noqa: F401 (the stub does not use it yet: you will need it)
 
 
 @keras.saving.register_keras_serializable(package="moe_tf_exercises")
@@ -91,8 +91,16 @@ class MoELayer(keras.layers.Layer):
     ((5, 3), 1)
     """
 
-    def __init__(self, num_experts=4, expert_units=64, k=2, output_units=None, activation="relu",
-                 balance_loss_weight=1e-2, **kwargs):
+    def __init__(
+        self,
+        num_experts=4,
+        expert_units=64,
+        k=2,
+        output_units=None,
+        activation="relu",
+        balance_loss_weight=1e-2,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         raise NotImplementedError("store the configuration (validate num_experts >= 1 and 1 <= k <= num_experts)")
 

@@ -46,7 +46,9 @@ class RoutingStats(keras.callbacks.Callback):
         from moe_tf.layers.linear_moe import LinearExpertsMoE
         from moe_tf.layers.moe import MixtureOfExperts
 
-        return [layer for layer in self.model._flatten_layers() if isinstance(layer, (MixtureOfExperts, LinearExpertsMoE))]
+        return [
+            layer for layer in self.model._flatten_layers() if isinstance(layer, (MixtureOfExperts, LinearExpertsMoE))
+        ]
 
     def _read(self):
         return {layer.name: ops.convert_to_numpy(layer.routing_metrics.expert_load()) for layer in self._layers}
@@ -79,7 +81,9 @@ class RoutingStats(keras.callbacks.Callback):
         for name, load in train.items():
             self.history[name] = np.vstack([np.reshape(self.history[name], (-1, load.size)), load[None]])
             if val is not None:
-                self.val_history[name] = np.vstack([np.reshape(self.val_history[name], (-1, load.size)), val[name][None]])
+                self.val_history[name] = np.vstack(
+                    [np.reshape(self.val_history[name], (-1, load.size)), val[name][None]]
+                )
         if self._writer is not None:
             self._write(epoch, train, "train")
             if val is not None:

@@ -70,8 +70,9 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
     ((1, 4, 4), [[True, True, False, False]])
     """
 
-    def __init__(self, vocabulary_size, sequence_length, output_dim, mask_zero=True,
-                 embeddings_initializer="uniform", **kwargs):
+    def __init__(
+        self, vocabulary_size, sequence_length, output_dim, mask_zero=True, embeddings_initializer="uniform", **kwargs
+    ):
         super().__init__(**kwargs)
         self.vocabulary_size = _checks.positive_int("vocabulary_size", vocabulary_size)
         self.sequence_length = _checks.positive_int("sequence_length", sequence_length)
@@ -82,11 +83,15 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
         self.supports_masking = mask_zero
         self.token_embedding = keras.layers.Embedding(
-            self.vocabulary_size, self.output_dim, embeddings_initializer=self.embeddings_initializer,
+            self.vocabulary_size,
+            self.output_dim,
+            embeddings_initializer=self.embeddings_initializer,
             name="token_embedding",
         )
         self.position_embedding = keras.layers.Embedding(
-            self.sequence_length, self.output_dim, embeddings_initializer=self.embeddings_initializer,
+            self.sequence_length,
+            self.output_dim,
+            embeddings_initializer=self.embeddings_initializer,
             name="position_embedding",
         )
 
@@ -187,8 +192,19 @@ class TransformerBlock(keras.layers.Layer):
     (2, 5, 8)
     """
 
-    def __init__(self, num_heads, key_dim=None, ffn_units=None, ffn=None, dropout=0.1, attention_dropout=0.0,
-                 epsilon=1e-6, kernel_initializer="glorot_uniform", seed=None, **kwargs):
+    def __init__(
+        self,
+        num_heads,
+        key_dim=None,
+        ffn_units=None,
+        ffn=None,
+        dropout=0.1,
+        attention_dropout=0.0,
+        epsilon=1e-6,
+        kernel_initializer="glorot_uniform",
+        seed=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.num_heads = _checks.positive_int("num_heads", num_heads)
         self.key_dim = _checks.positive_int("key_dim", key_dim, allow_none=True)
@@ -234,15 +250,20 @@ class TransformerBlock(keras.layers.Layer):
         if key_dim < 1:
             raise ValueError(f"`key_dim` is d // num_heads = {d} // {self.num_heads} = 0; pass key_dim or fewer heads.")
         self.attention = _MultiHeadAttention(
-            self.num_heads, key_dim, dropout=self.attention_dropout, kernel_initializer=self.kernel_initializer,
-            seed=self.seed, name="attention",
+            self.num_heads,
+            key_dim,
+            dropout=self.attention_dropout,
+            kernel_initializer=self.kernel_initializer,
+            seed=self.seed,
+            name="attention",
         )
         self.attention.build(input_shape, input_shape)
         if self.ffn is None:
             self.ffn = keras.Sequential(
                 [
-                    keras.layers.Dense(self.ffn_units, activation="relu", kernel_initializer=self.kernel_initializer,
-                                       name="ffn_hidden"),
+                    keras.layers.Dense(
+                        self.ffn_units, activation="relu", kernel_initializer=self.kernel_initializer, name="ffn_hidden"
+                    ),
                     keras.layers.Dense(d, kernel_initializer=self.kernel_initializer, name="ffn_output"),
                 ],
                 name="ffn",

@@ -83,8 +83,9 @@ def router_params(d, num_experts, use_bias=False, noisy=False):
     # --- end solution
 
 
-def moe_param_counts(d, h, num_experts, k, d_out=None, use_bias=True, router_bias=False, noisy_router=False,
-                     gated=False):
+def moe_param_counts(
+    d, h, num_experts, k, d_out=None, use_bias=True, router_bias=False, noisy_router=False, gated=False
+):
     """Total and active (per-token) parameters of an MoE feed-forward layer.
 
     `total` counts every weight the layer stores: the router and all E
@@ -199,8 +200,9 @@ def split_shared_and_expert(total, active, num_experts, k):
     """
     # --- solution
     if not 1 <= k < num_experts:
-        raise ValueError(f"need 1 <= k < num_experts to separate shared from expert parameters; got k={k}, "
-                         f"num_experts={num_experts}")
+        raise ValueError(
+            f"need 1 <= k < num_experts to separate shared from expert parameters; got k={k}, num_experts={num_experts}"
+        )
     per_slot = (total - active) / (num_experts - k)
     experts_total = num_experts * per_slot
     return total - experts_total, experts_total

@@ -34,6 +34,7 @@ respect to the router logits); the other two functions may use numpy.
 # stub: from keras import ops  # noqa: F401  (for your solution)
 import numpy as np
 from keras import ops
+
 # --- end solution
 
 

@@ -56,8 +56,7 @@ compute (see `moe_tf.dispatch`) and adds an expert capacity.
 # --- end solution
 
 import keras
-# stub: from keras import ops  # noqa: F401 (you will need it)
-from keras import ops
+from keras import ops  # noqa: F401 (the stub does not use it yet: you will need it)
 
 
 @keras.saving.register_keras_serializable(package="moe_tf_exercises")
@@ -118,8 +117,16 @@ class MoELayer(keras.layers.Layer):
     ((5, 3), 1)
     """
 
-    def __init__(self, num_experts=4, expert_units=64, k=2, output_units=None, activation="relu",
-                 balance_loss_weight=1e-2, **kwargs):
+    def __init__(
+        self,
+        num_experts=4,
+        expert_units=64,
+        k=2,
+        output_units=None,
+        activation="relu",
+        balance_loss_weight=1e-2,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         # --- solution
         # stub: raise NotImplementedError("store the configuration (validate num_experts >= 1 and 1 <= k <= num_experts)")
@@ -142,8 +149,9 @@ class MoELayer(keras.layers.Layer):
         d = int(input_shape[-1])
         E, h = self.num_experts, self.expert_units
         o = self.output_units or d
-        self.router_kernel = self.add_weight(name="router_kernel", shape=(d, E), initializer="glorot_uniform",
-                                             dtype="float32")
+        self.router_kernel = self.add_weight(
+            name="router_kernel", shape=(d, E), initializer="glorot_uniform", dtype="float32"
+        )
         self.w1 = self.add_weight(name="w1", shape=(E, d, h), initializer="glorot_uniform")
         self.b1 = self.add_weight(name="b1", shape=(E, h), initializer="zeros")
         self.w2 = self.add_weight(name="w2", shape=(E, h, o), initializer="glorot_uniform")
@@ -195,14 +203,16 @@ class MoELayer(keras.layers.Layer):
         # stub: """The base config plus every argument of __init__ (so from_config rebuilds the same layer)."""
         # stub: raise NotImplementedError("get_config")
         config = super().get_config()
-        config.update({
-            "num_experts": self.num_experts,
-            "expert_units": self.expert_units,
-            "k": self.k,
-            "output_units": self.output_units,
-            "activation": keras.activations.serialize(self.activation),
-            "balance_loss_weight": self.balance_loss_weight,
-        })
+        config.update(
+            {
+                "num_experts": self.num_experts,
+                "expert_units": self.expert_units,
+                "k": self.k,
+                "output_units": self.output_units,
+                "activation": keras.activations.serialize(self.activation),
+                "balance_loss_weight": self.balance_loss_weight,
+            }
+        )
         return config
         # --- end solution
 
@@ -230,8 +240,9 @@ def build_classifier(input_dim=784, num_classes=10, num_experts=4, expert_units=
     # --- solution
     # stub: raise NotImplementedError("build_classifier")
     inputs = keras.Input(shape=(input_dim,))
-    logits = MoELayer(num_experts=num_experts, expert_units=expert_units, k=k, output_units=num_classes,
-                      name="moe")(inputs)
+    logits = MoELayer(num_experts=num_experts, expert_units=expert_units, k=k, output_units=num_classes, name="moe")(
+        inputs
+    )
     outputs = keras.layers.Softmax()(logits)
     return keras.Model(inputs, outputs, name="moe_classifier")
     # --- end solution

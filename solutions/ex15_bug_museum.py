@@ -373,8 +373,9 @@ class BalancedRouter(keras.layers.Layer):
         self.last_balance_loss = None
 
     def build(self, input_shape):
-        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.num_experts),
-                                      initializer="glorot_uniform")
+        self.kernel = self.add_weight(
+            name="kernel", shape=(input_shape[-1], self.num_experts), initializer="glorot_uniform"
+        )
 
     def call(self, x):
         probs = ops.softmax(ops.matmul(x, self.kernel), axis=-1)  # [T, E]

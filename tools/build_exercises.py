@@ -125,7 +125,7 @@ def _indent(line: str) -> str:
 
 
 def _stub_text(comment: str, indent: str, where: str) -> str:
-    rest = comment[len(STUB):]
+    rest = comment[len(STUB) :]
     if rest and not rest.startswith(" "):
         raise MarkerError(f"{where}: write a space after `{STUB}`: {comment!r}")
     return indent + rest[1:] if rest.strip() else ""
@@ -147,11 +147,13 @@ def stub_lines(text: str, module: str, where: str = "<solution>") -> list[tuple[
 
     for number, line in enumerate(lines, start=1):
         at = f"{where}:{number}"
-        ending = line[len(line.rstrip("\r\n")):]
+        ending = line[len(line.rstrip("\r\n")) :]
         comment = comments.get(number)
         if comment is None and -number in comments and NEAR_STUB.match(comments[-number]):
-            raise MarkerError(f"{at}: a `{STUB}` marker stands on a line of its own, above the line it replaces "
-                              f"(or at the top of a block): {line.strip()!r}")
+            raise MarkerError(
+                f"{at}: a `{STUB}` marker stands on a line of its own, above the line it replaces "
+                f"(or at the top of a block): {line.strip()!r}"
+            )
         kind = None
         if comment is not None:
             if comment in (OPEN, OPEN_ONLY, END):
@@ -159,19 +161,24 @@ def stub_lines(text: str, module: str, where: str = "<solution>") -> list[tuple[
             elif comment.startswith(STUB):
                 kind = STUB
             elif NEAR_BLOCK.match(comment) or NEAR_STUB.match(comment):
-                raise MarkerError(f"{at}: not a marker: {comment!r} (the markers are `{OPEN}`, `{OPEN_ONLY}`, "
-                                  f"`{END}` and `{STUB} <line>`)")
+                raise MarkerError(
+                    f"{at}: not a marker: {comment!r} (the markers are `{OPEN}`, `{OPEN_ONLY}`, "
+                    f"`{END}` and `{STUB} <line>`)"
+                )
         indent = _indent(line)
 
         if pending is not None:
             first, stub = pending
             if kind is not None or not line.strip():
-                raise MarkerError(f"{where}:{first}: a `{STUB}` line outside a block replaces the line below it, "
-                                  f"but line {number} is {'blank' if not line.strip() else 'a marker'} "
-                                  f"(several stub lines: use a `{OPEN}` block)")
+                raise MarkerError(
+                    f"{where}:{first}: a `{STUB}` line outside a block replaces the line below it, "
+                    f"but line {number} is {'blank' if not line.strip() else 'a marker'} "
+                    f"(several stub lines: use a `{OPEN}` block)"
+                )
             if indent != _indent(lines[first - 1]):
-                raise MarkerError(f"{where}:{first}: a `{STUB}` line is indented like the line below it "
-                                  f"(line {number})")
+                raise MarkerError(
+                    f"{where}:{first}: a `{STUB}` line is indented like the line below it (line {number})"
+                )
             out.append((stub + ending, number))
             pending = None
             continue
@@ -189,15 +196,19 @@ def stub_lines(text: str, module: str, where: str = "<solution>") -> list[tuple[
 
         first, block_indent, only, stubs, seen = block
         if kind in (OPEN, OPEN_ONLY):
-            raise MarkerError(f"{at}: `{comment}` inside the block opened at line {first} (blocks do not nest; "
-                              f"close it with `{END}` first)")
+            raise MarkerError(
+                f"{at}: `{comment}` inside the block opened at line {first} (blocks do not nest; "
+                f"close it with `{END}` first)"
+            )
         if kind == STUB:
             if only:
-                raise MarkerError(f"{at}: a `{OPEN_ONLY}` block (line {first}) has no stub lines; "
-                                  f"use `{OPEN}` to give them")
+                raise MarkerError(
+                    f"{at}: a `{OPEN_ONLY}` block (line {first}) has no stub lines; use `{OPEN}` to give them"
+                )
             if seen:
-                raise MarkerError(f"{at}: `{STUB}` lines come right after `{OPEN}` (line {first}), "
-                                  "before the solution lines")
+                raise MarkerError(
+                    f"{at}: `{STUB}` lines come right after `{OPEN}` (line {first}), before the solution lines"
+                )
             if indent != block_indent:
                 raise MarkerError(f"{at}: a `{STUB}` line is indented like its block's `{OPEN}` (line {first})")
             stubs.append((_stub_text(comment, indent, at) + ending, number))
@@ -211,8 +222,10 @@ def stub_lines(text: str, module: str, where: str = "<solution>") -> list[tuple[
             else:
                 around = [f for f in functions if f[0] < first <= f[1]]
                 if not around:
-                    raise MarkerError(f"{where}:{first}: this block is in no function, so it has no default stub: "
-                                      f"give its stub lines with `{STUB} <line>` (or use `{OPEN_ONLY}`)")
+                    raise MarkerError(
+                        f"{where}:{first}: this block is in no function, so it has no default stub: "
+                        f"give its stub lines with `{STUB} <line>` (or use `{OPEN_ONLY}`)"
+                    )
                 name = max(around)[2]
                 out.append((block_indent + DEFAULT_STUB.format(module=module, function=name) + ending, first))
             block = None
@@ -221,8 +234,9 @@ def stub_lines(text: str, module: str, where: str = "<solution>") -> list[tuple[
     if block is not None:
         raise MarkerError(f"{where}:{block[0]}: `{OPEN}` is never closed (no `{END}` below it)")
     if pending is not None:
-        raise MarkerError(f"{where}:{pending[0]}: a `{STUB}` line outside a block replaces the line below it, "
-                          "but the file ends there")
+        raise MarkerError(
+            f"{where}:{pending[0]}: a `{STUB}` line outside a block replaces the line below it, but the file ends there"
+        )
     return out
 
 
@@ -234,8 +248,9 @@ def stub_source(text: str, module: str, where: str = "<solution>") -> str:
         compile(source, f"<stub of {where}>", "exec", dont_inherit=True)
     except SyntaxError as err:
         origin = pairs[err.lineno - 1][1] if err.lineno and 0 < err.lineno <= len(pairs) else "?"
-        raise MarkerError(f"{where}:{origin}: the stub built from here does not compile (its line {err.lineno}: "
-                          f"{err.msg})") from None
+        raise MarkerError(
+            f"{where}:{origin}: the stub built from here does not compile (its line {err.lineno}: {err.msg})"
+        ) from None
     return source
 
 
@@ -252,8 +267,10 @@ def build(root: Path = ROOT) -> dict[Path, str]:
     """
     root = Path(root)
     if not (root / SOLUTIONS).is_dir():
-        raise FileNotFoundError(f"no {SOLUTIONS}/ folder in {root}: a student copy of the course has no solutions, "
-                                "and its exercises/ stubs are final")
+        raise FileNotFoundError(
+            f"no {SOLUTIONS}/ folder in {root}: a student copy of the course has no solutions, "
+            "and its exercises/ stubs are final"
+        )
     stubs = {}
     for path in solution_files(root):
         rel = path.relative_to(root)
@@ -263,8 +280,15 @@ def build(root: Path = ROOT) -> dict[Path, str]:
 
 
 def _diff(old: str, new: str, rel: Path) -> str:
-    lines = list(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
-                                      f"{rel.as_posix()} (committed)", f"{rel.as_posix()} (built)", n=1))
+    lines = list(
+        difflib.unified_diff(
+            old.splitlines(keepends=True),
+            new.splitlines(keepends=True),
+            f"{rel.as_posix()} (committed)",
+            f"{rel.as_posix()} (built)",
+            n=1,
+        )
+    )
     lines = [line if line.endswith("\n") else line + "\n" for line in lines]
     if len(lines) > DIFF_LINES:
         lines = lines[:DIFF_LINES] + [f"... ({len(lines) - DIFF_LINES} more diff lines)\n"]
@@ -311,11 +335,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         epilog="Exit status: 0 written (or, with --check, all fresh), 1 a stale or missing stub (--check), "
-               "2 malformed markers or no solutions/ folder.")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 naming every stale or missing stub, with a short diff")
-    parser.add_argument("--root", type=Path, default=ROOT, metavar="DIR",
-                        help="the course folder holding solutions/ and exercises/ (default: this repository)")
+        "2 malformed markers or no solutions/ folder.",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 naming every stale or missing stub, with a short diff",
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=ROOT,
+        metavar="DIR",
+        help="the course folder holding solutions/ and exercises/ (default: this repository)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.check:

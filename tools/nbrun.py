@@ -165,8 +165,13 @@ def main(argv=None):
         # On a shared machine the wall time grows with the load; the kernel's CPU time does not.
         print(f"{path}: {mode} run {seconds:.1f} s wall, {cpu:.1f} s CPU, load average {load:.1f}", flush=True)
         records.append(
-            {"notebook": path.name, "mode": mode, "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
-             "load": round(load, 1)}
+            {
+                "notebook": path.name,
+                "mode": mode,
+                "seconds": round(seconds, 1),
+                "cpu_seconds": round(cpu, 1),
+                "load": round(load, 1),
+            }
         )
         if not args.smoke:
             nbformat.write(clean(nb), path)

@@ -138,9 +138,7 @@ def seed_sections(directory=None):
 def slug(heading):
     """GitHub's anchor for a Markdown heading: lower case, punctuation dropped, spaces to '-'."""
     text = heading.strip().lower()
-    text = "".join(
-        ch for ch in text if ch in " -_" or unicodedata.category(ch)[0] in "LN"
-    )
+    text = "".join(ch for ch in text if ch in " -_" or unicodedata.category(ch)[0] in "LN")
     return text.replace(" ", "-")
 
 

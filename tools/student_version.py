@@ -69,8 +69,9 @@ def tracked_files(root: Path = ROOT) -> list[str]:
     """Every path git tracks in ``root``, relative, '/'-separated, sorted."""
     if not is_git_checkout(root):
         raise Refused(f"{root} is not the top of a git checkout: build the student copy from a clone of the course")
-    proc = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached"],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["git", "-C", str(root), "ls-files", "-z", "--cached"], capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         raise Refused(f"git ls-files failed in {root}: {proc.stderr.strip()}")
     return sorted(p for p in proc.stdout.split("\0") if p)
@@ -79,8 +80,9 @@ def tracked_files(root: Path = ROOT) -> list[str]:
 def is_git_checkout(root: Path = ROOT) -> bool:
     """Whether ``root`` is the top folder of a git working tree (not a plain copy, nor a folder inside one)."""
     try:
-        proc = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"],
-                              capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=False
+        )
     except FileNotFoundError:
         return False
     return proc.returncode == 0 and Path(proc.stdout.strip()).resolve() == Path(root).resolve()
@@ -88,8 +90,12 @@ def is_git_checkout(root: Path = ROOT) -> bool:
 
 def untracked_files(root: Path = ROOT) -> list[str]:
     """Files git does not track and does not ignore: work not committed yet, which the copy lacks."""
-    proc = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--others", "--exclude-standard"],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["git", "-C", str(root), "ls-files", "-z", "--others", "--exclude-standard"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return sorted(p for p in proc.stdout.split("\0") if p) if proc.returncode == 0 else []
 
 
@@ -135,8 +141,10 @@ def write_student_version(dest: Path, root: Path = ROOT) -> tuple[list[str], lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="DEST must not exist or be empty. Exit status: 0 written, 2 refused.")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="DEST must not exist or be empty. Exit status: 0 written, 2 refused.",
+    )
     parser.add_argument("dest", metavar="DEST", type=Path, help="the folder to write the student copy into")
     args = parser.parse_args(argv)
     try:
@@ -153,12 +161,18 @@ def main(argv: list[str] | None = None) -> int:
     print("  untracked files (build outputs, .venv, work in progress): never copied")
     pending = untracked_files()
     if pending:
-        print(f"warning: {len(pending)} files here are neither tracked nor ignored, so the copy lacks them "
-              "(commit them first if the course needs them): " + ", ".join(pending[:8])
-              + (" ..." if len(pending) > 8 else ""))
+        print(
+            f"warning: {len(pending)} files here are neither tracked nor ignored, so the copy lacks them "
+            "(commit them first if the course needs them): "
+            + ", ".join(pending[:8])
+            + (" ..." if len(pending) > 8 else "")
+        )
     if missing:
-        print(f"  {len(missing)} tracked files missing from the working tree: " + ", ".join(missing[:5])
-              + (" ..." if len(missing) > 5 else ""))
+        print(
+            f"  {len(missing)} tracked files missing from the working tree: "
+            + ", ".join(missing[:5])
+            + (" ..." if len(missing) > 5 else "")
+        )
     return 0
 
 

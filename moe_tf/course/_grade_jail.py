@@ -31,8 +31,15 @@ import sys
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 # The per-mount flags a read-only bind remount must keep (mountinfo's fifth column names them).
-MOUNT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": 1024, "nodiratime": 2048,
-               "relatime": 1 << 21, "strictatime": 1 << 24}
+MOUNT_FLAGS = {
+    "nosuid": MS_NOSUID,
+    "nodev": MS_NODEV,
+    "noexec": MS_NOEXEC,
+    "noatime": 1024,
+    "nodiratime": 2048,
+    "relatime": 1 << 21,
+    "strictatime": 1 << 24,
+}
 # Kernel filesystems left as they are: nothing there is writable by the student's user, /dev's nodes are devices
 # (and /dev/shm is the private tmpfs).
 KERNEL = ("/proc", "/sys", "/dev")
@@ -42,7 +49,7 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
 
 
 def mount(source, target, fstype, flags, data=None):
-    enc = (lambda s: None if s is None else os.fsencode(s))
+    enc = lambda s: None if s is None else os.fsencode(s)
     if _libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
@@ -67,8 +74,8 @@ def _unescape(field):
     """A mountinfo path: spaces, tabs, newlines and backslashes come as octal escapes."""
     out, i = [], 0
     while i < len(field):
-        if field[i] == "\\" and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
+        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
             i += 4
         else:
             out.append(field[i])
@@ -102,8 +109,11 @@ def main(plan_path):
             with open(plan["cgroup_procs"], "w") as fh:
                 fh.write("0")  # "0": the writing process
         except OSError as err:
-            print(f"moe-grade sandbox: no memory cgroup for this student ({err}); per-process limits only",
-                  file=sys.stderr, flush=True)
+            print(
+                f"moe-grade sandbox: no memory cgroup for this student ({err}); per-process limits only",
+                file=sys.stderr,
+                flush=True,
+            )
     os.umask(0o022)
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     for target, keep, writable in sorted(plan["overlays"], key=lambda o: o[0].count("/")):

@@ -106,6 +106,8 @@ def _other_run(path: str) -> bool:
     if not _RUNS_PARENT:
         return False
     return path.startswith(os.path.join(_RUNS_PARENT, "moe-grade-")) and not _under(path, [_OWN_RUN])
+
+
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 
 
@@ -176,8 +178,7 @@ def _on_open(args):
         real = _resolve(path)
         if real is None:
             return
-        if _under(real, _DENY_READ) or _other_run(real) or (
-                STATE.collected and _under(real, _DENY_READ_AFTER_COLLECT)):
+        if _under(real, _DENY_READ) or _other_run(real) or (STATE.collected and _under(real, _DENY_READ_AFTER_COLLECT)):
             _deny(f"reading {real}")
 
 
@@ -276,8 +277,14 @@ def _on_alarm(signum, frame):
     if STATE.fired > int(CFG.get("grace_alarms", 3)):
         # The code swallowed the timeout again and again: record the verdict and stop the process;
         # the grader restarts it for the tests that have not run yet.
-        _emit({"ev": "result", "id": STATE.current, "outcome": "failed",
-               "msg": f"timed out: still running {STATE.timeout:g} s after the limit (stopped)"})
+        _emit(
+            {
+                "ev": "result",
+                "id": STATE.current,
+                "outcome": "failed",
+                "msg": f"timed out: still running {STATE.timeout:g} s after the limit (stopped)",
+            }
+        )
         os._exit(EXIT_TIMEOUT)
     raise TestTimeout(f"the test took longer than its {STATE.timeout:g} s time limit")
 
@@ -313,7 +320,11 @@ def _is_hidden(item) -> bool:
 def _exercise_for(item) -> str:
     module = getattr(item, "module", None)
     name = getattr(module, "EXERCISE", None)
-    return str(name) if name else os.path.splitext(os.path.basename(str(getattr(item, "path", "") or item.nodeid.split("::")[0])))[0]
+    return (
+        str(name)
+        if name
+        else os.path.splitext(os.path.basename(str(getattr(item, "path", "") or item.nodeid.split("::")[0])))[0]
+    )
 
 
 # ----------------------------------------------------------------------------- hooks
@@ -334,9 +345,21 @@ def pytest_collection_modifyitems(session, config, items):
     keep, drop = [], []
     for item in items:
         (keep if not prefixes or _matches(_exercise_for(item), prefixes) else drop).append(item)
-    _emit({"ev": "collected", "tests": [
-        {"id": it.nodeid, "exercise": _exercise_for(it), "points": _points_for(it),
-         "timeout": _timeout_for(it), "hidden": _is_hidden(it)} for it in keep]})
+    _emit(
+        {
+            "ev": "collected",
+            "tests": [
+                {
+                    "id": it.nodeid,
+                    "exercise": _exercise_for(it),
+                    "points": _points_for(it),
+                    "timeout": _timeout_for(it),
+                    "hidden": _is_hidden(it),
+                }
+                for it in keep
+            ],
+        }
+    )
     skip = set(CFG.get("skip", []))
     if skip:
         drop += [it for it in keep if it.nodeid in skip]
@@ -411,7 +434,8 @@ def _copied(module, exercise: str) -> list:
     """The objects of a graded module that come from the course's library or its reference solutions."""
     roots = [_real(p) for p in CFG.get("copy_roots", [])]
     allow = list(CFG.get("copy_allow", {}).get(exercise.split("_", 1)[0], [])) + list(
-        CFG.get("copy_allow", {}).get(exercise, []))
+        CFG.get("copy_allow", {}).get(exercise, [])
+    )
     own = [_real(CFG["student_dir"])] if CFG.get("student_dir") else []
     found = []
     STATE.in_hook = True
@@ -423,9 +447,14 @@ def _copied(module, exercise: str) -> list:
                 if isinstance(value, types.ModuleType):
                     source, origin = value.__name__, getattr(value, "__file__", None)
                 else:
-                    source = type.__getattribute__(value, "__module__") if isinstance(value, type) else \
-                        getattr(value, "__module__", None)
-                    code = getattr(value, "__code__", None) or getattr(getattr(value, "__func__", None), "__code__", None)
+                    source = (
+                        type.__getattribute__(value, "__module__")
+                        if isinstance(value, type)
+                        else getattr(value, "__module__", None)
+                    )
+                    code = getattr(value, "__code__", None) or getattr(
+                        getattr(value, "__func__", None), "__code__", None
+                    )
                     origin = code.co_filename if isinstance(code, types.CodeType) else None
                 where = source if _course_name(source) else None
                 if isinstance(origin, str) and origin:
@@ -484,8 +513,10 @@ def pytest_runtest_makereport(item, call):
     elif STATE.fired:
         forced = f"timed out: the test took longer than its {STATE.timeout:g} s time limit"
     elif STATE.output > int(CFG.get("max_output", 1_000_000)):
-        forced = (f"printed too much: {STATE.output} characters of output "
-                  f"(the limit is {int(CFG.get('max_output', 1_000_000))})")
+        forced = (
+            f"printed too much: {STATE.output} characters of output "
+            f"(the limit is {int(CFG.get('max_output', 1_000_000))})"
+        )
     already_failed = _RESULTS.get(item.nodeid, {}).get("outcome") == "failed"
     if forced and (report.when == "call" or report.failed or (report.when == "teardown" and not already_failed)):
         report.outcome = "failed"

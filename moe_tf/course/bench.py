@@ -165,7 +165,9 @@ def time_layers(layers, x, reps=10, warmup=1, jit_compile=True):
     >>> times = time_layers(layers, np.ones((64, 16), "float32"), reps=3)
     """
     if not isinstance(layers, dict) or not layers:
-        raise ValueError(f"`layers` must be a non-empty dict {{name: layer}}; received {type(layers).__name__}: {layers!r}.")
+        raise ValueError(
+            f"`layers` must be a non-empty dict {{name: layer}}; received {type(layers).__name__}: {layers!r}."
+        )
     reps = _checks.positive_int("reps", reps)
     warmup = _checks.positive_int("warmup", warmup)
     steps = {name: make_step(layer, jit_compile) for name, layer in layers.items()}

@@ -205,8 +205,12 @@ def _scan_module(source: str) -> tuple[list[str], set[str]]:
                 for alias in node.names:
                     dotted = f"{node.module}.{alias.name}"
                     findings.append((dotted, f"imports {dotted}"))
-        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
-                and isinstance(node.args[0].value, str):
+        elif (
+            isinstance(node, ast.Call)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             func = node.func
             fname = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
             if fname in ("__import__", "import_module") and _is_course(node.args[0].value):
@@ -255,10 +259,34 @@ def copy_findings(folder: Path) -> dict[str, list[str]]:
 # process's internals (pytest, its hooks, the grader's plugin, frames, the garbage collector), C calls, new
 # processes and descriptors relative to a folder. In-process forgery, which the grader cannot contain, and most
 # attempts at the sandbox go through it; moe-grade lists the submissions that use it, to be read by hand.
-REVIEW_MODULES = ("pytest", "_pytest", "pluggy", "gc", "ctypes", "_ctypes", "cffi", "_posixsubprocess", "subprocess",
-                  "multiprocessing", "inspect", "importlib", "builtins", "signal", "socket")
-REVIEW_ATTRIBUTES = ("_getframe", "f_back", "f_globals", "f_locals", "f_code", "__subclasses__", "__globals__",
-                     "__builtins__", "fork_exec")
+REVIEW_MODULES = (
+    "pytest",
+    "_pytest",
+    "pluggy",
+    "gc",
+    "ctypes",
+    "_ctypes",
+    "cffi",
+    "_posixsubprocess",
+    "subprocess",
+    "multiprocessing",
+    "inspect",
+    "importlib",
+    "builtins",
+    "signal",
+    "socket",
+)
+REVIEW_ATTRIBUTES = (
+    "_getframe",
+    "f_back",
+    "f_globals",
+    "f_locals",
+    "f_code",
+    "__subclasses__",
+    "__globals__",
+    "__builtins__",
+    "fork_exec",
+)
 REVIEW_CALLS = ("__import__", "exec", "eval", "compile")
 REVIEW_STRINGS = ("moe_grade_plugin", "/proc/")
 
@@ -303,8 +331,10 @@ def review_findings(folder: Path) -> list[str]:
 
 
 def copy_message(reasons: list[str]) -> str:
-    return ("copied: " + "; ".join(reasons) + ". An exercise must be your own code: it may not use the course's "
-            "library (moe_tf) or the reference solutions, so this exercise scores 0.")
+    return (
+        "copied: " + "; ".join(reasons) + ". An exercise must be your own code: it may not use the course's "
+        "library (moe_tf) or the reference solutions, so this exercise scores 0."
+    )
 
 
 # ----------------------------------------------------------------------------- sandbox
@@ -466,8 +496,17 @@ def _cgroup_roots() -> list[str]:
 
 def _probe(cmd: list[str]) -> bool:
     try:
-        return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              timeout=20, check=False).returncode == 0
+        return (
+            subprocess.run(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=20,
+                check=False,
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.SubprocessError):
         return False
 
@@ -533,8 +572,10 @@ class Jail:
                 self.cgroup_root = root
                 self.cgroup_why = f"{STUDENT_MEMORY_MB} MiB of memory per student, all its processes together"
                 return
-        self.cgroup_why = (f"memory limited per process only ({MEMORY_LIMIT_MB} MiB of address space each): no memory "
-                           "cgroup could be made here")
+        self.cgroup_why = (
+            f"memory limited per process only ({MEMORY_LIMIT_MB} MiB of address space each): no memory "
+            "cgroup could be made here"
+        )
 
     def cgroup_for(self, run: Path) -> str | None:
         """A fresh memory cgroup for the next attempt of the student graded in ``run``; its ``cgroup.procs``."""
@@ -575,27 +616,56 @@ class Jail:
         forced = os.environ.get("MOE_GRADE_SANDBOX", "")
         bwrap, unshare = shutil.which("bwrap"), shutil.which("unshare")
         # As root, unshare first: only it gives each student a user (and a process limit) of its own.
-        if forced in ("", "unshare") and unshare and hasattr(os, "geteuid") and os.geteuid() == 0 and _probe(
-                [unshare, "--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--mount-proc",
-                 "true"]):
+        if (
+            forced in ("", "unshare")
+            and unshare
+            and hasattr(os, "geteuid")
+            and os.geteuid() == 0
+            and _probe(
+                [
+                    unshare,
+                    "--mount",
+                    "--net",
+                    "--pid",
+                    "--ipc",
+                    "--uts",
+                    "--fork",
+                    "--kill-child",
+                    "--mount-proc",
+                    "true",
+                ]
+            )
+        ):
             self.kind, self.uid = "unshare", UID_BASE + (os.getpid() % 1_000_000) * UID_SLOTS
             self._detect_cgroup()
-            self.why = (f"unshare namespaces ({unshare}): a user id of its own per student (no account), no "
-                        "network, the filesystem read-only but for its box, private /tmp and /dev/shm, its own pid "
-                        f"namespace; {self.cgroup_why}")
-        elif forced in ("", "bwrap") and bwrap and _probe([bwrap, "--unshare-all", "--ro-bind", "/", "/", "--dev",
-                                                            "/dev", "--proc", "/proc", "true"]):
+            self.why = (
+                f"unshare namespaces ({unshare}): a user id of its own per student (no account), no "
+                "network, the filesystem read-only but for its box, private /tmp and /dev/shm, its own pid "
+                f"namespace; {self.cgroup_why}"
+            )
+        elif (
+            forced in ("", "bwrap")
+            and bwrap
+            and _probe([bwrap, "--unshare-all", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "true"])
+        ):
             self.kind, self.why = "bwrap", f"bubblewrap ({bwrap})"
         else:
             self.kind = "none"
-            self.why = ("NO OS SANDBOX: neither bubblewrap (bwrap) nor unshare as root is usable here, so students "
-                        "are contained only by an audit hook in their own process (no network, filesystem or "
-                        "memory isolation beyond it); grade untrusted code in a container or a throw-away VM")
+            self.why = (
+                "NO OS SANDBOX: neither bubblewrap (bwrap) nor unshare as root is usable here, so students "
+                "are contained only by an audit hook in their own process (no network, filesystem or "
+                "memory isolation beyond it); grade untrusted code in a container or a throw-away VM"
+            )
         return self.kind
 
     def rlimits(self) -> dict[str, int]:
-        return {"RLIMIT_AS": MEMORY_LIMIT_MB * 1024 * 1024, "RLIMIT_CORE": 0, "RLIMIT_NOFILE": 4096,
-                "RLIMIT_FSIZE": MAX_FILE_BYTES, **({"RLIMIT_NPROC": MAX_PROCESSES} if self.uid is not None else {})}
+        return {
+            "RLIMIT_AS": MEMORY_LIMIT_MB * 1024 * 1024,
+            "RLIMIT_CORE": 0,
+            "RLIMIT_NOFILE": 4096,
+            "RLIMIT_FSIZE": MAX_FILE_BYTES,
+            **({"RLIMIT_NPROC": MAX_PROCESSES} if self.uid is not None else {}),
+        }
 
     def preexec(self):
         limits = self.rlimits()
@@ -615,17 +685,53 @@ class Jail:
         kind = self.detect()
         cwd = str(box / "work")
         if kind == "unshare":
-            plan = {"argv": cmd, "cwd": cwd, "rlimits": self.rlimits(), "uid": self.uid_for(run),
-                    "overlays": _overlays(run, hide, course), "writable": [str(box / d) for d in ("work", "home", "tmp")],
-                    "cgroup_procs": self.cgroup_for(run)}
+            plan = {
+                "argv": cmd,
+                "cwd": cwd,
+                "rlimits": self.rlimits(),
+                "uid": self.uid_for(run),
+                "overlays": _overlays(run, hide, course),
+                "writable": [str(box / d) for d in ("work", "home", "tmp")],
+                "cgroup_procs": self.cgroup_for(run),
+            }
             path = run / "jail.json"
             path.write_text(json.dumps(plan), encoding="utf-8")
             os.chmod(path, 0o600)
-            return [shutil.which("unshare"), "--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child",
-                    "--mount-proc", sys.executable, "-I", "-S", str(JAIL_SCRIPT), str(path)]
+            return [
+                shutil.which("unshare"),
+                "--mount",
+                "--net",
+                "--pid",
+                "--ipc",
+                "--uts",
+                "--fork",
+                "--kill-child",
+                "--mount-proc",
+                sys.executable,
+                "-I",
+                "-S",
+                str(JAIL_SCRIPT),
+                str(path),
+            ]
         if kind == "bwrap":
-            args = [shutil.which("bwrap"), "--die-with-parent", "--unshare-all", "--ro-bind", "/", "/", "--dev", "/dev",
-                    "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--tmpfs", "/dev/shm"]
+            args = [
+                shutil.which("bwrap"),
+                "--die-with-parent",
+                "--unshare-all",
+                "--ro-bind",
+                "/",
+                "/",
+                "--dev",
+                "/dev",
+                "--proc",
+                "/proc",
+                "--tmpfs",
+                "/tmp",
+                "--tmpfs",
+                "/var/tmp",
+                "--tmpfs",
+                "/dev/shm",
+            ]
             for p in hide:
                 if p.is_dir():
                     args += ["--tmpfs", str(p)]
@@ -746,8 +852,9 @@ def _tail(path: Path, size: int = 4000) -> str:
         return ""
 
 
-def grade_student(name: str, student_dir: Path | None, opts: Options, catalogue: Catalogue,
-                  collect_only: bool = False) -> StudentResult:
+def grade_student(
+    name: str, student_dir: Path | None, opts: Options, catalogue: Catalogue, collect_only: bool = False
+) -> StudentResult:
     """Run one student's tests in a sandboxed subprocess (restarted after crashes); never raises.
 
     With a frozen ``catalogue`` (``trusted_catalogue``) the student's run can only report verdicts of the
@@ -781,8 +888,9 @@ def trusted_catalogue(opts: Options, catalogue: Catalogue) -> StudentResult:
 _OUTCOMES = ("passed", "failed", "skipped")
 
 
-def _grade_in(run: Path, result: StudentResult, student_dir: Path | None, opts: Options,
-              catalogue: Catalogue, collect_only: bool) -> None:
+def _grade_in(
+    run: Path, result: StudentResult, student_dir: Path | None, opts: Options, catalogue: Catalogue, collect_only: bool
+) -> None:
     JAIL.detect()
     os.chmod(run, 0o711)
     (run / "plugin").mkdir()
@@ -823,30 +931,66 @@ def _grade_in(run: Path, result: StudentResult, student_dir: Path | None, opts: 
 
 
 def _valid_test(t) -> bool:
-    return (isinstance(t, dict) and isinstance(t.get("id"), str) and isinstance(t.get("exercise"), str)
-            and isinstance(t.get("points"), (int, float)) and not isinstance(t.get("points"), bool)
-            and isinstance(t.get("timeout"), (int, float)) and isinstance(t.get("hidden"), bool)
-            and 0 <= t["points"] < 1e6 and 0 < t["timeout"] < 1e6)
+    return (
+        isinstance(t, dict)
+        and isinstance(t.get("id"), str)
+        and isinstance(t.get("exercise"), str)
+        and isinstance(t.get("points"), (int, float))
+        and not isinstance(t.get("points"), bool)
+        and isinstance(t.get("timeout"), (int, float))
+        and isinstance(t.get("hidden"), bool)
+        and 0 <= t["points"] < 1e6
+        and 0 < t["timeout"] < 1e6
+    )
 
 
-def _grade_part(run: Path, result: StudentResult, private: Path | None, opts: Options, catalogue: Catalogue,
-                collect_only: bool, part: str, collected: dict[str, dict], deadline: float) -> None:
+def _grade_part(
+    run: Path,
+    result: StudentResult,
+    private: Path | None,
+    opts: Options,
+    catalogue: Catalogue,
+    collect_only: bool,
+    part: str,
+    collected: dict[str, dict],
+    deadline: float,
+) -> None:
     frozen = catalogue.frozen
     hidden_part = part == "hidden"
     known: dict[str, dict] = {}
     if frozen:
-        known = {t.id: {"id": t.id, "exercise": t.exercise, "points": t.points, "timeout": t.timeout,
-                        "hidden": t.hidden}
-                 for t in catalogue.tests.values() if part == "all" or t.hidden == hidden_part}
+        known = {
+            t.id: {"id": t.id, "exercise": t.exercise, "points": t.points, "timeout": t.timeout, "hidden": t.hidden}
+            for t in catalogue.tests.values()
+            if part == "all" or t.hidden == hidden_part
+        }
         collected.update(known)
     crashes: dict[str, int] = {}
     part_ids = set(known)
     box = run / "box"
     target = box / "tests" / "exercises" / ("_hidden" if hidden_part else "")
     hide = [p for p in [*opts.deny_read, opts.course / "solutions", Path(tempfile.gettempdir())] if p is not None]
-    cmd = [sys.executable, "-P", "-B", "-m", "pytest", str(target).rstrip("/"),
-           "-p", PLUGIN_MODULE, "-p", "no:cacheprovider", "-c", str(box / "pytest.ini"), "--rootdir", str(box),
-           "-q", "--tb=short", "--show-capture=no", "--continue-on-collection-errors", "--color=no"]
+    cmd = [
+        sys.executable,
+        "-P",
+        "-B",
+        "-m",
+        "pytest",
+        str(target).rstrip("/"),
+        "-p",
+        PLUGIN_MODULE,
+        "-p",
+        "no:cacheprovider",
+        "-c",
+        str(box / "pytest.ini"),
+        "--rootdir",
+        str(box),
+        "-q",
+        "--tb=short",
+        "--show-capture=no",
+        "--continue-on-collection-errors",
+        "--color=no",
+    ]
     if collect_only:
         cmd.append("--collect-only")
     for attempt in range(opts.max_restarts + 1):
@@ -910,7 +1054,7 @@ def _grade_part(run: Path, result: StudentResult, private: Path | None, opts: Op
                 tid = rec.get("id")
                 if tid in part_ids and rec.get("outcome") in _OUTCOMES:
                     msg = rec.get("msg")
-                    msg = msg[:MSG_LIMIT * 2] if isinstance(msg, str) and not hidden_part else None
+                    msg = msg[: MSG_LIMIT * 2] if isinstance(msg, str) and not hidden_part else None
                     if tid not in result.results:
                         state["progress"] += 1
                     result.results[tid] = Outcome(rec["outcome"], msg)
@@ -927,9 +1071,17 @@ def _grade_part(run: Path, result: StudentResult, private: Path | None, opts: Op
         jail_cmd = JAIL.wrap(cmd, run, box, hide, opts.course)
         try:
             with open(log_path, "wb") as log:
-                proc = subprocess.Popen(jail_cmd, cwd=box / "work", env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(report_fd,),
-                                        preexec_fn=JAIL.preexec() if JAIL.kind != "unshare" else None)
+                proc = subprocess.Popen(
+                    jail_cmd,
+                    cwd=box / "work",
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    pass_fds=(report_fd,),
+                    preexec_fn=JAIL.preexec() if JAIL.kind != "unshare" else None,
+                )
         finally:
             os.close(report_fd)
         try:
@@ -977,8 +1129,11 @@ def _grade_part(run: Path, result: StudentResult, private: Path | None, opts: Op
             crashes[ex] = crashes.get(ex, 0) + 1
             # Dying in a test's setup is dying while importing the exercise: its other tests would too.
             if crashes[ex] >= 2 or not in_call:
-                why = "this exercise stopped the test process twice" if in_call else \
-                    "importing this exercise stopped the test process"
+                why = (
+                    "this exercise stopped the test process twice"
+                    if in_call
+                    else "importing this exercise stopped the test process"
+                )
                 for tid in part_ids:
                     if collected[tid]["exercise"] == ex and tid not in result.results:
                         result.results[tid] = Outcome("not run", f"not run: {why}")
@@ -1024,10 +1179,20 @@ def _counts(result: StudentResult, tests: list[TestInfo]) -> str:
 def format_table(result: StudentResult, catalogue: Catalogue) -> str:
     rows = [("exercise", "points", "tests")]
     for ex in catalogue.exercises():
-        rows.append((ex, f"{_num(score(result, catalogue, ex))} / {_num(possible(result, catalogue, ex))}",
-                     _counts(result, catalogue.of(ex))))
-    rows.append(("total", f"{_num(score(result, catalogue))} / {_num(possible(result, catalogue))}",
-                 _counts(result, list(catalogue.tests.values()))))
+        rows.append(
+            (
+                ex,
+                f"{_num(score(result, catalogue, ex))} / {_num(possible(result, catalogue, ex))}",
+                _counts(result, catalogue.of(ex)),
+            )
+        )
+    rows.append(
+        (
+            "total",
+            f"{_num(score(result, catalogue))} / {_num(possible(result, catalogue))}",
+            _counts(result, list(catalogue.tests.values())),
+        )
+    )
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
 
     def line(r):
@@ -1051,8 +1216,11 @@ def format_failures(result: StudentResult, catalogue: Catalogue, limit: int = 24
 
 def feedback_text(result: StudentResult, catalogue: Catalogue) -> str:
     """The student's feedback file (Markdown): per exercise, per test: name, points, verdict, message."""
-    out = [f"# Feedback: {result.name}", "",
-           f"**Total: {_num(score(result, catalogue))} / {_num(possible(result, catalogue))}**"]
+    out = [
+        f"# Feedback: {result.name}",
+        "",
+        f"**Total: {_num(score(result, catalogue))} / {_num(possible(result, catalogue))}**",
+    ]
     notes = [n for n in result.notes if not n.startswith("sandbox kept")]
     if notes:
         out += [""] + [f"> {n}" for n in notes]
@@ -1096,13 +1264,15 @@ def write_csv(path: Path, results: list[StudentResult], catalogue: Catalogue) ->
     writer.writerow(["student", *(csv_cell(e) for e in exercises), "total"])
     # A test the tests skipped for every student (missing data on this machine) is not counted.
     graded = [r for r in results if r.results] or results  # a refused submission ran no test
-    counted = [t for t in catalogue.tests.values()
-               if not graded or any(_outcome(r, t).outcome != "skipped" for r in graded)]
+    counted = [
+        t for t in catalogue.tests.values() if not graded or any(_outcome(r, t).outcome != "skipped" for r in graded)
+    ]
     maxima = {e: sum(t.points for t in counted if t.exercise == e) for e in exercises}
     writer.writerow(["max", *(_num(maxima[e]) for e in exercises), _num(sum(maxima.values()))])
     for r in results:
-        writer.writerow([csv_cell(r.name), *(_num(score(r, catalogue, e)) for e in exercises),
-                         _num(score(r, catalogue))])
+        writer.writerow(
+            [csv_cell(r.name), *(_num(score(r, catalogue, e)) for e in exercises), _num(score(r, catalogue))]
+        )
     write_atomic(path, fh.getvalue())
 
 
@@ -1125,40 +1295,87 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="moe-grade",
         description="Grade the moe-tf exercises: your exercises/ by default, the references with --solutions, "
-                    "or a class with --submissions.",
-        epilog="Exit status: 0 when grading ran (whatever the score), 2 for bad arguments.")
+        "or a class with --submissions.",
+        epilog="Exit status: 0 when grading ran (whatever the score), 2 for bad arguments.",
+    )
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--exercises", metavar="DIR", type=Path,
-                     help="folder of exercise modules to grade (default: the course's exercises/)")
+    src.add_argument(
+        "--exercises",
+        metavar="DIR",
+        type=Path,
+        help="folder of exercise modules to grade (default: the course's exercises/)",
+    )
     src.add_argument("--solutions", action="store_true", help="grade the reference solutions/")
-    src.add_argument("--submissions", metavar="DIR", type=Path,
-                     help="a class: each sub-folder of DIR is one student's copy of exercises/ "
-                          "(DIR/<student>/exNN_*.py or DIR/<student>/exercises/exNN_*.py)")
-    p.add_argument("--out", metavar="DIR", type=Path,
-                   help="with --submissions: where grades.csv and feedback/ go (default: the submissions DIR)")
-    p.add_argument("--hidden-tests", metavar="DIR", type=Path,
-                   help="extra test modules (EXERCISE + points, like tests/exercises) whose source and "
-                        "messages are never shown: feedback lists only their names, points and pass/fail")
-    p.add_argument("--exercise", metavar="EX", nargs="+",
-                   help="grade only these exercises (prefix match: ex03, ex1, 3)")
-    p.add_argument("--course-root", metavar="DIR", type=Path,
-                   help="the course folder, with tests/exercises/ and exercises/ (default: the checkout moe_tf runs "
-                        "from, else the current folder or its nearest parent that has tests/exercises/)")
-    p.add_argument("--tests-dir", metavar="DIR", type=Path,
-                   help="the visible test modules (default: the course's tests/exercises)")
-    p.add_argument("--timeout", metavar="S", type=float, default=10.0,
-                   help="default per-test time limit in seconds (default 10; tests may set their own with "
-                        "@pytest.mark.timeout_s(S))")
-    p.add_argument("--student-timeout", metavar="S", type=float, default=600.0,
-                   help="time limit for all of one student's tests (default 600)")
-    p.add_argument("--max-output", metavar="CHARS", type=int, default=1_000_000,
-                   help="a test that prints more than this fails (default 1000000)")
-    p.add_argument("--max-restarts", metavar="N", type=int, default=5,
-                   help="restarts of a student's test process after a crash or a hard timeout (default 5)")
+    src.add_argument(
+        "--submissions",
+        metavar="DIR",
+        type=Path,
+        help="a class: each sub-folder of DIR is one student's copy of exercises/ "
+        "(DIR/<student>/exNN_*.py or DIR/<student>/exercises/exNN_*.py)",
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        type=Path,
+        help="with --submissions: where grades.csv and feedback/ go (default: the submissions DIR)",
+    )
+    p.add_argument(
+        "--hidden-tests",
+        metavar="DIR",
+        type=Path,
+        help="extra test modules (EXERCISE + points, like tests/exercises) whose source and "
+        "messages are never shown: feedback lists only their names, points and pass/fail",
+    )
+    p.add_argument(
+        "--exercise", metavar="EX", nargs="+", help="grade only these exercises (prefix match: ex03, ex1, 3)"
+    )
+    p.add_argument(
+        "--course-root",
+        metavar="DIR",
+        type=Path,
+        help="the course folder, with tests/exercises/ and exercises/ (default: the checkout moe_tf runs "
+        "from, else the current folder or its nearest parent that has tests/exercises/)",
+    )
+    p.add_argument(
+        "--tests-dir", metavar="DIR", type=Path, help="the visible test modules (default: the course's tests/exercises)"
+    )
+    p.add_argument(
+        "--timeout",
+        metavar="S",
+        type=float,
+        default=10.0,
+        help="default per-test time limit in seconds (default 10; tests may set their own with "
+        "@pytest.mark.timeout_s(S))",
+    )
+    p.add_argument(
+        "--student-timeout",
+        metavar="S",
+        type=float,
+        default=600.0,
+        help="time limit for all of one student's tests (default 600)",
+    )
+    p.add_argument(
+        "--max-output",
+        metavar="CHARS",
+        type=int,
+        default=1_000_000,
+        help="a test that prints more than this fails (default 1000000)",
+    )
+    p.add_argument(
+        "--max-restarts",
+        metavar="N",
+        type=int,
+        default=5,
+        help="restarts of a student's test process after a crash or a hard timeout (default 5)",
+    )
     p.add_argument("-j", "--jobs", metavar="N", type=int, default=1, help="students graded in parallel (default 1)")
     p.add_argument("--keep", action="store_true", help="keep the temporary grading folders (debugging)")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="list failed tests with their messages; show the test process output when it could not start")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="list failed tests with their messages; show the test process output when it could not start",
+    )
     return p
 
 
@@ -1167,18 +1384,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.course_root is not None:
         if not is_course(args.course_root):
-            parser.error(f"--course-root {args.course_root}: not a copy of the course (it has no tests/exercises/ folder)")
+            parser.error(
+                f"--course-root {args.course_root}: not a copy of the course (it has no tests/exercises/ folder)"
+            )
         course = args.course_root.resolve()
     else:
         course = find_course()
     if course is None:
-        parser.error(f"cannot find the course: no tests/exercises/ folder in {Path.cwd()} or its parents, and moe_tf "
-                     f"is installed from a package ({PACKAGE}), not from a copy of the course. Run moe-grade inside "
-                     "your copy of the course (the folder with exercises/ and tests/), or pass --course-root DIR.")
+        parser.error(
+            f"cannot find the course: no tests/exercises/ folder in {Path.cwd()} or its parents, and moe_tf "
+            f"is installed from a package ({PACKAGE}), not from a copy of the course. Run moe-grade inside "
+            "your copy of the course (the folder with exercises/ and tests/), or pass --course-root DIR."
+        )
     if args.solutions and not (course / "solutions").is_dir():
-        parser.error(f"--solutions: no solutions/ folder in {course}: this is a student copy of the course "
-                     "(tools/student_version.py leaves the reference solutions out). Grade your own work with "
-                     "plain moe-grade; the references are with your instructor.")
+        parser.error(
+            f"--solutions: no solutions/ folder in {course}: this is a student copy of the course "
+            "(tools/student_version.py leaves the reference solutions out). Grade your own work with "
+            "plain moe-grade; the references are with your instructor."
+        )
 
     def need_dir(path: Path | None, option: str) -> Path | None:
         if path is None:
@@ -1203,10 +1426,19 @@ def main(argv: list[str] | None = None) -> int:
         if not folder.is_dir():
             parser.error(f"{folder}: no such directory")
     deny = [p for p in (hidden, submissions) if p is not None]
-    opts = Options(tests_dir=tests_dir, hidden_dir=hidden, exercises=_prefixes(args.exercise),
-                   timeout=args.timeout, student_timeout=args.student_timeout, max_output=args.max_output,
-                   max_restarts=args.max_restarts, deny_read=deny, course=course, keep=args.keep,
-                   verbose=args.verbose)
+    opts = Options(
+        tests_dir=tests_dir,
+        hidden_dir=hidden,
+        exercises=_prefixes(args.exercise),
+        timeout=args.timeout,
+        student_timeout=args.student_timeout,
+        max_output=args.max_output,
+        max_restarts=args.max_restarts,
+        deny_read=deny,
+        course=course,
+        keep=args.keep,
+        verbose=args.verbose,
+    )
     catalogue = Catalogue()
 
     if submissions is None:
@@ -1229,9 +1461,14 @@ def main(argv: list[str] | None = None) -> int:
     for folder in (out, out / "feedback"):
         if folder.is_symlink():
             parser.error(f"--out: {folder} is a symbolic link: refused (the grader writes only into real folders)")
-    entries = sorted(d for d in submissions.iterdir()
-                     if (d.is_dir() or d.is_symlink()) and not d.name.startswith((".", "_"))
-                     and d.resolve() != out / "feedback" and d.resolve() != out)
+    entries = sorted(
+        d
+        for d in submissions.iterdir()
+        if (d.is_dir() or d.is_symlink())
+        and not d.name.startswith((".", "_"))
+        and d.resolve() != out / "feedback"
+        and d.resolve() != out
+    )
     if not entries:
         parser.error(f"--submissions {submissions}: no student sub-folders")
     print(f"Grading {len(entries)} students in {submissions}", flush=True)
@@ -1252,8 +1489,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         taken.add(name.lower())
         if d.is_symlink() or (d / "exercises").is_symlink():
-            students.append((name, None, "refused: the submission is a symbolic link, not a folder of files "
-                                         "(hand in copies of your modules)"))
+            students.append(
+                (
+                    name,
+                    None,
+                    "refused: the submission is a symbolic link, not a folder of files "
+                    "(hand in copies of your modules)",
+                )
+            )
             continue
         private = class_dir / "subs" / name
         _copy_files(student_exercises_dir(d), private, MAX_STUDENT_FILE_BYTES)
@@ -1296,8 +1539,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r.name:<{width}}  {_num(score(r, catalogue))} / {_num(possible(r, catalogue))}{extra[:2000]}")
     flagged = [r for r in results if r.review]
     if flagged:
-        print("\nRead by hand: code an exercise has no use for (a submission using it can forge its own verdicts, "
-              "which the grader cannot prevent; see solutions/README.md):")
+        print(
+            "\nRead by hand: code an exercise has no use for (a submission using it can forge its own verdicts, "
+            "which the grader cannot prevent; see solutions/README.md):"
+        )
         for r in flagged:
             print(f"  {r.name}: {'; '.join(r.review)[:1000]}")
     _warn_collect_errors(catalogue)
@@ -1320,7 +1565,7 @@ def student_name(folder: str, taken: set[str]) -> tuple[str | None, str]:
     if len(name) > NAME_LIMIT:
         import hashlib
 
-        name = name[:NAME_LIMIT - 9] + "-" + hashlib.sha1(folder.encode("utf-8", "replace")).hexdigest()[:8]
+        name = name[: NAME_LIMIT - 9] + "-" + hashlib.sha1(folder.encode("utf-8", "replace")).hexdigest()[:8]
     if name.lower() in RESERVED_NAMES:
         return None, f"{name!r} is a reserved name (a row or column of grades.csv)"
     if name.lower() in taken:

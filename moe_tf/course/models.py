@@ -169,7 +169,6 @@ def build_model(
     return keras.Model(inputs, outputs, name=model.replace("-", "_"))
 
 
-
 def build_ngram_model(model, input_dim, num_classes, *, num_experts=8, k=2, capacity_factor=1.25, seed=0):
     """Builds one of the IMDB comparison models on a bag of n-grams (not compiled).
 

@@ -65,8 +65,9 @@ def plot_curves(rows, path, title=None):
                 values = row["history"].get(prefix + key)
                 if values:
                     epochs = np.arange(1, len(values) + 1)
-                    ax.plot(epochs, values, style, marker="o", markersize=3, color=color,
-                            label=f"{row['model']} ({label})")
+                    ax.plot(
+                        epochs, values, style, marker="o", markersize=3, color=color, label=f"{row['model']} ({label})"
+                    )
     num_epochs = max((len(v) for row in rows for v in row["history"].values()), default=1)
     for ax, key in zip(axes, ("loss", "accuracy")):
         _epoch_axis(ax, num_epochs)
@@ -101,8 +102,11 @@ def plot_expert_load(rows, path):
         plot_expert_load(rows, "load.png")  # PosixPath('load.png')
     """
     _check_rows(rows)
-    panels = [(row["model"], layer, np.asarray(load["train"], dtype=float))
-              for row in rows for layer, load in row.get("expert_load", {}).items()]
+    panels = [
+        (row["model"], layer, np.asarray(load["train"], dtype=float))
+        for row in rows
+        for layer, load in row.get("expert_load", {}).items()
+    ]
     panels = [p for p in panels if p[2].ndim == 2 and p[2].size]
     if not panels:
         raise ValueError("`rows` hold no per-expert load to plot (no model has a non-empty 'expert_load').")

@@ -69,9 +69,7 @@ class PiecewiseLinear:
     ((5, 2), (5, 1), (5,))
     """
 
-    def __init__(
-        self, num_regions=4, slope=2.0, offset=2.0, continuous=False, noise_std=0.1, rotation=0.0, seed=0
-    ):
+    def __init__(self, num_regions=4, slope=2.0, offset=2.0, continuous=False, noise_std=0.1, rotation=0.0, seed=0):
         self.num_regions = _checks.positive_int("num_regions", num_regions)
         if self.num_regions < 2:
             raise ValueError(f"`num_regions` must be an integer >= 2; received num_regions={num_regions!r}.")

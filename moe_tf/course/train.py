@@ -118,8 +118,7 @@ def build_parser(prog="python -m moe_tf train"):
         "--capacity-factor",
         type=_capacity,
         default=_PER_TASK,
-        help="capacity factor of topk-moe and switch, or 'none' for no token dropping "
-        "(default: mnist 1.25, imdb none)",
+        help="capacity factor of topk-moe and switch, or 'none' for no token dropping (default: mnist 1.25, imdb none)",
     )
     p.add_argument(
         "--balance-loss",
@@ -127,8 +126,12 @@ def build_parser(prog="python -m moe_tf train"):
         choices=("switch", "shazeer", "none"),
         help="balance loss of topk-moe (switch always uses the Switch loss, alpha=1e-2) (default: switch)",
     )
-    p.add_argument("--balance-loss-weight", type=float, default=1e-2, help="alpha of topk-moe's balance loss (default: 0.01)")
-    p.add_argument("--z-loss-weight", type=float, default=1e-3, help="router z-loss weight of topk-moe and switch (default: 0.001)")
+    p.add_argument(
+        "--balance-loss-weight", type=float, default=1e-2, help="alpha of topk-moe's balance loss (default: 0.01)"
+    )
+    p.add_argument(
+        "--z-loss-weight", type=float, default=1e-3, help="router z-loss weight of topk-moe and switch (default: 0.001)"
+    )
     p.add_argument(
         "--noise",
         default="gaussian",
@@ -152,7 +155,9 @@ def build_parser(prog="python -m moe_tf train"):
     p.add_argument("--data-dir", help="data folder (default: $MOE_TF_DATA_DIR, else the download cache)")
     p.add_argument("--no-jit", dest="jit_compile", action="store_false", help="do not compile with XLA")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="do not write the PNG plots")
-    p.add_argument("--verbose", type=int, choices=(0, 1, 2), help="Keras fit verbosity (default: 1 on a terminal, else 2)")
+    p.add_argument(
+        "--verbose", type=int, choices=(0, 1, 2), help="Keras fit verbosity (default: 1 on a terminal, else 2)"
+    )
     return p
 
 
@@ -198,7 +203,9 @@ def _resolve(args, parser):
             parser.error(f"argument {flag}: must be a finite number >= 0; received {value}")
     n_train, n_test = SPLIT_SIZES[args.task]
     if not 0 <= args.val_size < n_train:
-        parser.error(f"argument --val-size: must satisfy 0 <= val-size < {n_train} for {args.task}; received {args.val_size}")
+        parser.error(
+            f"argument --val-size: must satisfy 0 <= val-size < {n_train} for {args.task}; received {args.val_size}"
+        )
     limit = n_train - args.val_size
     if args.train_size is not None and not 1 <= args.train_size <= limit:
         parser.error(
@@ -206,7 +213,9 @@ def _resolve(args, parser):
             f"({n_train} training examples minus --val-size {args.val_size}); received {args.train_size}"
         )
     if args.test_size is not None and not 1 <= args.test_size <= n_test:
-        parser.error(f"argument --test-size: must satisfy 1 <= test-size <= {n_test} for {args.task}; received {args.test_size}")
+        parser.error(
+            f"argument --test-size: must satisfy 1 <= test-size <= {n_test} for {args.task}; received {args.test_size}"
+        )
     if args.name is not None and (not args.name or "/" in args.name or args.name in (".", "..")):
         parser.error(f"argument --name: must be a plain folder name; received {args.name!r}")
     if args.verbose is None:
@@ -278,7 +287,9 @@ def describe(model_name, args):
     cf = "no capacity limit" if args.capacity_factor is None else f"capacity factor {args.capacity_factor:g}"
     if model_name == "switch":
         return f"switch: top-1 of {args.experts} experts, {cf}, Switch loss 1e-2, jitter"
-    loss = "no balance loss" if args.balance_loss == "none" else f"{args.balance_loss} loss {args.balance_loss_weight:g}"
+    loss = (
+        "no balance loss" if args.balance_loss == "none" else f"{args.balance_loss} loss {args.balance_loss_weight:g}"
+    )
     return f"topk-moe: top-{args.k} of {args.experts} experts, {cf}, {loss}, {args.noise} noise"
 
 
@@ -495,7 +506,9 @@ def main(argv=None):
         rows.append(train_one(name, args, task_data))
 
     table = format_table(rows)
-    print(f"\nResults: {task_data.description}, {args.epochs} epoch{'s' if args.epochs > 1 else ''}, batch {args.batch_size}, seed {args.seed}\n")
+    print(
+        f"\nResults: {task_data.description}, {args.epochs} epoch{'s' if args.epochs > 1 else ''}, batch {args.batch_size}, seed {args.seed}\n"
+    )
     print(table)
     wall, cpu = time.time() - started, time.process_time() - cpu_started
     load = f", load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores" if hasattr(os, "getloadavg") else ""

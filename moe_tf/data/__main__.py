@@ -20,13 +20,23 @@ def _parser():
     parser = argparse.ArgumentParser(prog="python -m moe_tf.data", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="{download,info}")
     download = commands.add_parser("download", help="write the datasets into DIR for offline use")
-    download.add_argument("dir", nargs="?", default="moe_tf_data", metavar="DIR",
-                          help="destination folder (default: ./moe_tf_data)")
-    download.add_argument("--only", choices=sorted(_sources.GROUPS), action="append",
-                          help="fetch only this dataset (repeatable; default: all)")
+    download.add_argument(
+        "dir", nargs="?", default="moe_tf_data", metavar="DIR", help="destination folder (default: ./moe_tf_data)"
+    )
+    download.add_argument(
+        "--only",
+        choices=sorted(_sources.GROUPS),
+        action="append",
+        help="fetch only this dataset (repeatable; default: all)",
+    )
     info = commands.add_parser("info", help="say which source each dataset would be loaded from")
-    info.add_argument("dir", nargs="?", default=None, metavar="DIR",
-                      help="data folder to inspect (default: $MOE_TF_DATA_DIR, else the cache)")
+    info.add_argument(
+        "dir",
+        nargs="?",
+        default=None,
+        metavar="DIR",
+        help="data folder to inspect (default: $MOE_TF_DATA_DIR, else the cache)",
+    )
     return parser
 
 

@@ -52,7 +52,11 @@ def load_imdb_text(*, validation_size=2500, train_size=None, test_size=None, see
     """
     (train_texts, y_train), (test_texts, y_test) = _sources.load_group("imdb", data_dir)
     train_idx, val_idx, test_idx = split_indices(
-        len(y_train), len(y_test), validation_size=validation_size, train_size=train_size, test_size=test_size,
+        len(y_train),
+        len(y_test),
+        validation_size=validation_size,
+        train_size=train_size,
+        test_size=test_size,
         seed=seed,
     )
 
@@ -66,9 +70,23 @@ def load_imdb_text(*, validation_size=2500, train_size=None, test_size=None, see
     )
 
 
-def load_imdb(view="ngrams", *, validation_size=2500, train_size=None, test_size=None, seed=0, max_tokens=None,
-              ngrams=2, sequence_length=256, as_dataset=False, batch_size=64, normalize=True, weighting="tfidf",
-              data_dir=None, truncating="post"):
+def load_imdb(
+    view="ngrams",
+    *,
+    validation_size=2500,
+    train_size=None,
+    test_size=None,
+    seed=0,
+    max_tokens=None,
+    ngrams=2,
+    sequence_length=256,
+    as_dataset=False,
+    batch_size=64,
+    normalize=True,
+    weighting="tfidf",
+    data_dir=None,
+    truncating="post",
+):
     """IMDB reviews, vectorised by a `keras.layers.TextVectorization` adapted on the training split only.
 
     Splits are those of `load_imdb_text` (same arguments, same seed). The vectorizer never
@@ -137,8 +155,9 @@ def load_imdb(view="ngrams", *, validation_size=2500, train_size=None, test_size
     _checks.one_of("weighting", weighting, WEIGHTINGS)
     _checks.one_of("truncating", truncating, TRUNCATINGS)
 
-    text = load_imdb_text(validation_size=validation_size, train_size=train_size, test_size=test_size, seed=seed,
-                          data_dir=data_dir)
+    text = load_imdb_text(
+        validation_size=validation_size, train_size=train_size, test_size=test_size, seed=seed, data_dir=data_dir
+    )
     if view == "ngrams":
         vectorizer = keras.layers.TextVectorization(max_tokens=max_tokens, output_mode="tf_idf", ngrams=ngrams)
     else:
@@ -186,7 +205,7 @@ def padding_mask(tokens):
 
 def _chunks(texts):
     for start in range(0, len(texts), _VECTORIZE_CHUNK):
-        yield texts[start:start + _VECTORIZE_CHUNK]
+        yield texts[start : start + _VECTORIZE_CHUNK]
 
 
 def _token_matrix(vectorizer, texts, sequence_length, truncating="post"):
@@ -203,8 +222,8 @@ def _token_matrix(vectorizer, texts, sequence_length, truncating="post"):
         ids = np.asarray(full(chunk), dtype=np.int32)  # [chunk, longest]
         lengths = (ids != 0).sum(axis=1)  # 0 only pads (the end of a row): a row's tokens are its prefix
         for row, n in enumerate(lengths):
-            kept = ids[row, max(0, n - sequence_length):n]
-            out[start + row, :len(kept)] = kept
+            kept = ids[row, max(0, n - sequence_length) : n]
+            out[start + row, : len(kept)] = kept
     return out
 
 
@@ -223,7 +242,9 @@ def _tfidf_matrix(vectorizer, texts, vocabulary_size, normalize):
     if idf is not None:
         idf = np.asarray(idf, dtype=np.float32)
         counter = keras.layers.TextVectorization(
-            output_mode="count", ngrams=vectorizer.get_config()["ngrams"], sparse=True,
+            output_mode="count",
+            ngrams=vectorizer.get_config()["ngrams"],
+            sparse=True,
             vocabulary=vectorizer.get_vocabulary(),
         )
     rows, cols, values = [], [], []

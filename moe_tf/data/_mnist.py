@@ -8,8 +8,17 @@ from moe_tf.data._common import Splits, check_batch_size, split_indices
 MNIST_TRAIN, MNIST_TEST = 60000, 10000
 
 
-def load_mnist(*, validation_size=5000, train_size=None, test_size=None, seed=0, flatten=True, as_dataset=False,
-               batch_size=128, data_dir=None):
+def load_mnist(
+    *,
+    validation_size=5000,
+    train_size=None,
+    test_size=None,
+    seed=0,
+    flatten=True,
+    as_dataset=False,
+    batch_size=128,
+    data_dir=None,
+):
     """MNIST handwritten digits, split into train / validation / test.
 
     The validation set is carved out of the official 60,000 training images with a
@@ -45,7 +54,11 @@ def load_mnist(*, validation_size=5000, train_size=None, test_size=None, seed=0,
         check_batch_size(batch_size)
     x_train, y_train, x_test, y_test = _sources.load_group("mnist", data_dir)
     train_idx, val_idx, test_idx = split_indices(
-        len(x_train), len(x_test), validation_size=validation_size, train_size=train_size, test_size=test_size,
+        len(x_train),
+        len(x_test),
+        validation_size=validation_size,
+        train_size=train_size,
+        test_size=test_size,
         seed=seed,
     )
     shape = (-1, 784) if flatten else (-1, 28, 28)

@@ -66,7 +66,9 @@ def resolve_data_dir(data_dir=None):
     if data_dir is None:
         return None
     if not isinstance(data_dir, (str, os.PathLike)) or not str(data_dir):
-        raise ValueError(f"`data_dir` must be a folder path (str or os.PathLike) or None; received data_dir={data_dir!r}.")
+        raise ValueError(
+            f"`data_dir` must be a folder path (str or os.PathLike) or None; received data_dir={data_dir!r}."
+        )
     return Path(data_dir).expanduser().absolute()
 
 
@@ -184,8 +186,10 @@ def read_jsonl_gz(path):
     return texts, np.asarray(labels, dtype=np.int64)
 
 
-READERS = {"mnist": lambda folder: read_mnist(folder / MNIST_FILE),
-           "imdb": lambda folder: tuple(read_jsonl_gz(folder / name) for name in IMDB_FILES)}
+READERS = {
+    "mnist": lambda folder: read_mnist(folder / MNIST_FILE),
+    "imdb": lambda folder: tuple(read_jsonl_gz(folder / name) for name in IMDB_FILES),
+}
 
 
 # --------------------------------------------------------------------------- network and fetchers
@@ -221,7 +225,9 @@ def reachable(host, port, timeout=PROBE_TIMEOUT_S):
     if result.get("ok"):
         return True, ""
     err = result.get("error")
-    return False, f"{host}:{port} unreachable: " + (f"{type(err).__name__}: {err}" if err else f"no answer in {timeout:g} s")
+    return False, f"{host}:{port} unreachable: " + (
+        f"{type(err).__name__}: {err}" if err else f"no answer in {timeout:g} s"
+    )
 
 
 def require_network(what, host, port, folder):

@@ -62,8 +62,11 @@ def routed_cost(router, expert_params, expert_path, experts_per_token):
     """
     d, E = router.kernel.shape
     router_total, router_active = router_sizes(router)
-    return LayerCost(router_total + E * expert_params, router_active + experts_per_token * expert_params,
-                     2 * (d * E + experts_per_token * expert_path))
+    return LayerCost(
+        router_total + E * expert_params,
+        router_active + experts_per_token * expert_params,
+        2 * (d * E + experts_per_token * expert_path),
+    )
 
 
 def dense_sizes(layer):

@@ -155,7 +155,9 @@ class MoELayer(keras.layers.Layer):
                 f"(k=None) sends every token to every expert; received capacity_factor={capacity_factor!r} "
                 f"with k=None; pass k=1 or k=2 to use a capacity, or capacity_factor=None."
             )
-        if balance_loss == "auto":  # the Switch loss for token choice; expert choice and Soft MoE balance by construction
+        if (
+            balance_loss == "auto"
+        ):  # the Switch loss for token choice; expert choice and Soft MoE balance by construction
             balance_loss = "switch" if token_choice else None
         self.balance_loss = _checks.one_of("balance_loss", balance_loss, BALANCE_LOSSES)
         if self.balance_loss is not None and not token_choice:
@@ -240,9 +242,7 @@ class MoELayer(keras.layers.Layer):
     def _check_mask(self, inputs, mask):
         expected = tuple(inputs.shape[:-1])
         got = tuple(mask.shape)
-        compatible = len(got) == len(expected) and all(
-            a is None or b is None or a == b for a, b in zip(got, expected)
-        )
+        compatible = len(got) == len(expected) and all(a is None or b is None or a == b for a, b in zip(got, expected))
         if not compatible:
             raise ValueError(
                 f"`mask` must have the input's shape without its last axis, {expected}; "
@@ -397,8 +397,9 @@ class MoELayer(keras.layers.Layer):
             return cost
         per_shared, path = expert_sizes(self.shared, self.shared.hidden_kernel.shape[1])
         K = self.num_shared_experts
-        return LayerCost(cost.total_params + K * per_shared, cost.active_params + K * per_shared,
-                         cost.flops_per_token + 2 * K * path)
+        return LayerCost(
+            cost.total_params + K * per_shared, cost.active_params + K * per_shared, cost.flops_per_token + 2 * K * path
+        )
 
     def active_flops_per_token(self, group_size=None):
         """Inference FLOPs per token (2 x matmul multiply-adds): `cost(group_size).flops_per_token`."""

@@ -126,7 +126,9 @@ class Experts(keras.layers.Layer):
         self.hidden_kernel = self.add_weight(shape=(E, dim, self.units), initializer=init, name="hidden_kernel")
         self.output_kernel = self.add_weight(shape=(E, self.units, out), initializer=init, name="output_kernel")
         if self.use_bias:
-            self.hidden_bias = self.add_weight(shape=(E, self.units), initializer=self.bias_initializer, name="hidden_bias")
+            self.hidden_bias = self.add_weight(
+                shape=(E, self.units), initializer=self.bias_initializer, name="hidden_bias"
+            )
             self.output_bias = self.add_weight(shape=(E, out), initializer=self.bias_initializer, name="output_bias")
 
     def call(self, inputs, expert_ids=None):
@@ -167,4 +169,3 @@ class Experts(keras.layers.Layer):
             }
         )
         return config
-

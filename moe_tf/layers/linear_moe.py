@@ -117,7 +117,9 @@ class LinearExpertsMoE(MoELayer):
 
     def run_experts(self, tokens, plan):
         """All E linear experts in one (sparse) matmul, then each input keeps its routed ones: `[T, output_units]`."""
-        expert_out = ops.reshape(ops.matmul(tokens, self.kernel), (-1, self.num_experts, self.output_units))  # [T, E, o]
+        expert_out = ops.reshape(
+            ops.matmul(tokens, self.kernel), (-1, self.num_experts, self.output_units)
+        )  # [T, E, o]
         if self.bias is not None:
             expert_out = expert_out + self.bias
         expert_out = ops.cast(expert_out, "float32")

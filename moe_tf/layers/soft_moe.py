@@ -100,7 +100,9 @@ class SoftRouter(Router):
         d, S = self.slot_embeddings.shape
         o = experts.output_kernel.shape[-1]
         per_expert, path = expert_sizes(experts, d)
-        total = d * S + (1 if self.normalize else 0) + self.num_experts * per_expert  # slot embeddings (+ scale), experts
+        total = (
+            d * S + (1 if self.normalize else 0) + self.num_experts * per_expert
+        )  # slot embeddings (+ scale), experts
         return LayerCost(total, total, 2 * (S * (2 * d + o) + S / m * path))
 
     def get_config(self):
@@ -184,8 +186,9 @@ class SoftMoE(MoELayer):
         **kwargs,
     ):
         num_experts = _checks.positive_int("num_experts", num_experts)
-        router = SoftRouter(num_experts, slots_per_expert, normalize=normalize, slot_initializer=slot_initializer,
-                            name="router")
+        router = SoftRouter(
+            num_experts, slots_per_expert, normalize=normalize, slot_initializer=slot_initializer, name="router"
+        )
         super().__init__(
             router,
             expert_units,

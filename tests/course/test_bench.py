@@ -66,8 +66,9 @@ def test_step_loss_is_the_mean_square_of_a_rank3_output_too():
 
 def test_timings_are_positive_and_keyed_by_name():
     x = _x()
-    times = time_layers({"a": make_layer("ffn", E, units=H, dim=D), "b": make_layer("dense-moe", E, units=H, dim=D)},
-                        x, reps=2)
+    times = time_layers(
+        {"a": make_layer("ffn", E, units=H, dim=D), "b": make_layer("dense-moe", E, units=H, dim=D)}, x, reps=2
+    )
     assert list(times) == ["a", "b"] and all(t > 0 for t in times.values())
     assert time_step(make_layer("gather", E, units=H, dim=D), x, reps=1) > 0
     assert run_once(make_step(make_layer("ffn", E, units=H, dim=D)), x) > 0
@@ -105,6 +106,7 @@ def test_benchmark_script_imports_its_layers_from_the_library():
     """bench/dispatch.py uses moe_tf.course.bench (not a copy) and still parses its options."""
     source = (ROOT / "bench" / "dispatch.py").read_text()
     assert "from moe_tf.course.bench import" in source and "def make_layer" not in source
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "dispatch.py"), "--help"], capture_output=True,
-                          text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "dispatch.py"), "--help"], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0 and "--quick" in done.stdout

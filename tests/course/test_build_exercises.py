@@ -32,7 +32,8 @@ HAS_SOLUTIONS = (ROOT / "solutions").is_dir()
 needs_solutions = pytest.mark.skipif(
     not HAS_SOLUTIONS,
     reason="no solutions/: a student copy of the course (tools/student_version.py) leaves the reference solutions "
-           "out, so there is nothing to build the stubs from (its exercises/ stubs are final)")
+    "out, so there is nothing to build the stubs from (its exercises/ stubs are final)",
+)
 
 
 def _stub(source, module="ex99_demo", where="ex99_demo.py"):
@@ -84,9 +85,14 @@ def _functions(tree):
 def _raised_message(function):
     """The message of the `raise NotImplementedError("...")` that ends ``function``, else None."""
     last = function.body[-1]
-    if (isinstance(last, ast.Raise) and isinstance(last.exc, ast.Call) and isinstance(last.exc.func, ast.Name)
-            and last.exc.func.id == "NotImplementedError" and last.exc.args
-            and isinstance(last.exc.args[0], ast.Constant)):
+    if (
+        isinstance(last, ast.Raise)
+        and isinstance(last.exc, ast.Call)
+        and isinstance(last.exc.func, ast.Name)
+        and last.exc.func.id == "NotImplementedError"
+        and last.exc.args
+        and isinstance(last.exc.args[0], ast.Constant)
+    ):
         return last.exc.args[0].value
     return None
 
@@ -96,13 +102,20 @@ def _raised_message(function):
 def test_committed_stubs_are_fresh():
     found = be.problems(ROOT)
     assert found == [], "stale exercises/ stubs: run `python tools/build_exercises.py`\n" + "\n".join(
-        f"{rel}: {what}\n{diff}" for rel, what, diff in found)
+        f"{rel}: {what}\n{diff}" for rel, what, diff in found
+    )
 
 
 @needs_solutions
 def test_check_command_exits_zero():
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "build_exercises.py"), "--check"],
-                            capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "build_exercises.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "16 stubs fresh" in result.stdout
 
@@ -132,12 +145,16 @@ def test_stub_compiles_and_blocks_become_not_implemented(solution):
         message = _raised_message(stub_functions[name])
         if not explicit:
             assert message == f"{solution.stem}.{name}: not implemented yet (see the docstring)", (
-                f"{solution.name}:{line}: {name} should raise the default NotImplementedError in the stub")
+                f"{solution.name}:{line}: {name} should raise the default NotImplementedError in the stub"
+            )
         elif "NotImplementedError" in source.splitlines()[line]:
             assert message, f"{solution.name}:{line}: {name} should end with its NotImplementedError in the stub"
     if solution.stem not in ("ex15_bug_museum", "ex16_quiz"):  # fix-the-bug and fill-in-the-answer exercises
-        assert blocks and all(_raised_message(stub_functions[_function_at(solution_tree, line)])
-                              for line, _ in blocks if _function_at(solution_tree, line)), solution.name
+        assert blocks and all(
+            _raised_message(stub_functions[_function_at(solution_tree, line)])
+            for line, _ in blocks
+            if _function_at(solution_tree, line)
+        ), solution.name
 
 
 # ------------------------------------------------------------------ --check and writing, on copies
@@ -158,21 +175,28 @@ def test_check_catches_stale_missing_and_orphan_stubs(tmp_path, capsys):
     stale = root / "exercises" / "ex03_topk_gating.py"
     stale.write_text(stale.read_text(encoding="utf-8").replace("(see the docstring)", "(soon)"), encoding="utf-8")
     solution = root / "solutions" / "ex07_z_loss.py"  # a solution edited, its stub not rebuilt
-    solution.write_text(solution.read_text(encoding="utf-8").replace('"""Exercise 7', '"""Exercise seven', 1),
-                        encoding="utf-8")
+    solution.write_text(
+        solution.read_text(encoding="utf-8").replace('"""Exercise 7', '"""Exercise seven', 1), encoding="utf-8"
+    )
     (root / "exercises" / "ex05_cv_losses.py").unlink()
     (root / "exercises" / "ex99_orphan.py").write_text("X = None\n", encoding="utf-8")
 
     found = {rel.name: what for rel, what, _ in be.problems(root)}
-    assert found == {"ex03_topk_gating.py": "stale", "ex07_z_loss.py": "stale", "ex05_cv_losses.py": "missing",
-                     "ex99_orphan.py": "no solution"}
+    assert found == {
+        "ex03_topk_gating.py": "stale",
+        "ex07_z_loss.py": "stale",
+        "ex05_cv_losses.py": "missing",
+        "ex99_orphan.py": "no solution",
+    }
     assert be.main(["--check", "--root", str(root)]) == 1
     out, err = capsys.readouterr()
     assert "exercises/ex03_topk_gating.py: stale: run `python tools/build_exercises.py`" in out
     assert "exercises/ex05_cv_losses.py: missing" in out
     assert "exercises/ex07_z_loss.py: stale" in out and "exercises/ex99_orphan.py: no solution" in out
-    assert "-    raise NotImplementedError(\"ex03_topk_gating.top_k_gates: not implemented yet (soon)\")" in out
-    assert "+    raise NotImplementedError(\"ex03_topk_gating.top_k_gates: not implemented yet (see the docstring)\")" in out
+    assert '-    raise NotImplementedError("ex03_topk_gating.top_k_gates: not implemented yet (soon)")' in out
+    assert (
+        '+    raise NotImplementedError("ex03_topk_gating.top_k_gates: not implemented yet (see the docstring)")' in out
+    )
     assert '+"""Exercise seven' in out
     assert "4 stubs stale or missing" in err
 
@@ -182,7 +206,9 @@ def test_check_catches_stale_missing_and_orphan_stubs(tmp_path, capsys):
     assert "16 stubs built from solutions/, 3 written, 13 already fresh" in out
     assert "warning: exercises/ex99_orphan.py has no solution to build it from (left as it is)" in out
     assert [what for _, what, _ in be.problems(root)] == ["no solution"]
-    assert (root / "exercises" / "ex03_topk_gating.py").read_bytes() == (ROOT / "exercises" / "ex03_topk_gating.py").read_bytes()
+    assert (root / "exercises" / "ex03_topk_gating.py").read_bytes() == (
+        ROOT / "exercises" / "ex03_topk_gating.py"
+    ).read_bytes()
 
 
 def test_no_solutions_folder_is_an_error_not_a_stale_stub(tmp_path, capsys):
@@ -308,7 +334,8 @@ def test_markers_inside_strings_are_text():
 
 def test_line_endings_and_a_missing_final_newline_are_kept():
     assert _stub("def f():\r\n    # --- solution\r\n    return 1\r\n    # --- end solution\r\n") == (
-        'def f():\r\n    raise NotImplementedError("ex99_demo.f: not implemented yet (see the docstring)")\r\n')
+        'def f():\r\n    raise NotImplementedError("ex99_demo.f: not implemented yet (see the docstring)")\r\n'
+    )
     assert _stub("# stub: X = None\nX = 1") == "X = None"
 
 
@@ -317,16 +344,28 @@ def test_line_endings_and_a_missing_final_newline_are_kept():
     [
         ("def f():\n    # --- solution\n    return 1\n", 2, "`# --- solution` is never closed"),
         ("def f():\n    return 1\n    # --- end solution\n", 3, "`# --- end solution` with no `# --- solution` open"),
-        ("def f():\n    # --- solution\n    x = 1\n    # --- solution\n    return x\n    # --- end solution\n", 4,
-         "blocks do not nest"),
-        ("def f():\n    # --- solution\n    x = 1\n    # stub: return 0\n    return x\n    # --- end solution\n", 4,
-         "`# stub:` lines come right after `# --- solution`"),
-        ("def f():\n    # --- solution\n        # stub: return 0\n    return 1\n    # --- end solution\n", 3,
-         "indented like its block's"),
+        (
+            "def f():\n    # --- solution\n    x = 1\n    # --- solution\n    return x\n    # --- end solution\n",
+            4,
+            "blocks do not nest",
+        ),
+        (
+            "def f():\n    # --- solution\n    x = 1\n    # stub: return 0\n    return x\n    # --- end solution\n",
+            4,
+            "`# stub:` lines come right after `# --- solution`",
+        ),
+        (
+            "def f():\n    # --- solution\n        # stub: return 0\n    return 1\n    # --- end solution\n",
+            3,
+            "indented like its block's",
+        ),
         ("def f():\n    # --- solution\n    return 1\n  # --- end solution\n", 4, "is indented like its"),
         ("def f():\n    pass\n    # --- solution\n    # --- end solution\n", 3, "empty block"),
-        ("def f():\n    # --- solution only\n    # stub: return 0\n    return 1\n    # --- end solution\n", 3,
-         "has no stub lines"),
+        (
+            "def f():\n    # --- solution only\n    # stub: return 0\n    return 1\n    # --- end solution\n",
+            3,
+            "has no stub lines",
+        ),
         ("# --- solution\nX = 1\n# --- end solution\n", 1, "in no function"),
         ("# stub: X = None\n\nX = 1\n", 1, "but line 2 is blank"),
         ("# stub: X = None\n# stub: Y = None\nX = 1\n", 1, "use a `# --- solution` block"),
@@ -360,8 +399,10 @@ def test_a_stub_that_would_not_compile_names_the_solution_line():
 
 
 def test_rulers_and_ordinary_comments_are_not_markers():
-    source = "# ---------------------------------------------------------------------------\n# A  make_selector\n" \
-             "# stubborn bugs live here\nX = 1  # stub out later\n"
+    source = (
+        "# ---------------------------------------------------------------------------\n# A  make_selector\n"
+        "# stubborn bugs live here\nX = 1  # stub out later\n"
+    )
     assert _stub(source) == source
 
 

@@ -16,8 +16,8 @@ import pytest
 
 import moe_tf.data
 from moe_tf import __main__ as cli
-from moe_tf.data import DataUnavailableError, ImdbData, Splits
 from moe_tf.course.train import TABLE_COLUMNS, main
+from moe_tf.data import DataUnavailableError, ImdbData, Splits
 
 
 def _refuse(*args, **kwargs):
@@ -69,7 +69,11 @@ def test_subprocess_bad_argument():
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run(
         [sys.executable, "-m", "moe_tf", "train", "--model", "topk-moe", "--experts", "2", "--k", "3"],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 2
     assert "argument --k: must satisfy 1 <= k <= --experts (2) for topk-moe; received --k 3" in proc.stderr
@@ -110,12 +114,45 @@ def fake_mnist(monkeypatch):
     return calls
 
 
-SMALL = ["--lr", "0.01", "--width", "16", "--expert-units", "8", "--experts", "4", "--batch-size", "32", "--no-jit", "--verbose", "0"]
+SMALL = [
+    "--lr",
+    "0.01",
+    "--width",
+    "16",
+    "--expert-units",
+    "8",
+    "--experts",
+    "4",
+    "--batch-size",
+    "32",
+    "--no-jit",
+    "--verbose",
+    "0",
+]
 
 
 def test_end_to_end_all_models(tmp_path, capsys, fake_mnist):
-    argv = ["--task", "mnist", "--model", "all", "--epochs", "2", "--train-size", "256", "--val-size", "64",
-            "--test-size", "96", "--seed", "3", "--out", str(tmp_path), "--name", "e2e", *SMALL]
+    argv = [
+        "--task",
+        "mnist",
+        "--model",
+        "all",
+        "--epochs",
+        "2",
+        "--train-size",
+        "256",
+        "--val-size",
+        "64",
+        "--test-size",
+        "96",
+        "--seed",
+        "3",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "e2e",
+        *SMALL,
+    ]
     assert main(argv) == 0
     assert fake_mnist == [dict(validation_size=64, train_size=256, test_size=96, seed=3)]
     out = capsys.readouterr().out
@@ -176,17 +213,56 @@ def test_imdb_task_trains_on_generated_ngrams(tmp_path, capsys, monkeypatch):
         x, y = _blobs(n, vocab, 2, seed)
         return tf.data.Dataset.from_tensor_slices((np.abs(x), y)).batch(batch_size)
 
-    def load_imdb(view="ngrams", *, validation_size=2500, train_size=None, test_size=None, max_tokens=None,
-                  batch_size=64, as_dataset=False, **kwargs):
-        seen.update(view=view, max_tokens=max_tokens, as_dataset=as_dataset, batch_size=batch_size,
-                    weighting=kwargs.get("weighting"))
-        return ImdbData(dataset(train_size, 1, batch_size), dataset(validation_size, 2, batch_size),
-                        dataset(test_size, 3, batch_size), vectorizer=None, vocabulary_size=vocab)
+    def load_imdb(
+        view="ngrams",
+        *,
+        validation_size=2500,
+        train_size=None,
+        test_size=None,
+        max_tokens=None,
+        batch_size=64,
+        as_dataset=False,
+        **kwargs,
+    ):
+        seen.update(
+            view=view,
+            max_tokens=max_tokens,
+            as_dataset=as_dataset,
+            batch_size=batch_size,
+            weighting=kwargs.get("weighting"),
+        )
+        return ImdbData(
+            dataset(train_size, 1, batch_size),
+            dataset(validation_size, 2, batch_size),
+            dataset(test_size, 3, batch_size),
+            vectorizer=None,
+            vocabulary_size=vocab,
+        )
 
     monkeypatch.setattr(moe_tf.data, "load_imdb", load_imdb)
-    argv = ["--task", "imdb", "--model", "dense", "topk-moe", "--epochs", "1", "--train-size", "128",
-            "--val-size", "32", "--test-size", "64", "--max-tokens", "1000", "--out", str(tmp_path),
-            "--name", "imdb", "--no-plots", *SMALL]
+    argv = [
+        "--task",
+        "imdb",
+        "--model",
+        "dense",
+        "topk-moe",
+        "--epochs",
+        "1",
+        "--train-size",
+        "128",
+        "--val-size",
+        "32",
+        "--test-size",
+        "64",
+        "--max-tokens",
+        "1000",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "imdb",
+        "--no-plots",
+        *SMALL,
+    ]
     assert main(argv) == 0
     assert seen == dict(view="ngrams", max_tokens=1000, as_dataset=True, batch_size=32, weighting="nb")
     results = json.loads((tmp_path / "imdb-imdb" / "results.json").read_text())
@@ -263,8 +339,13 @@ def test_cli_first_line_is_its_own(name, first):
     own usage first: the package sets TensorFlow's log level before TensorFlow is imported."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     proc = subprocess.run(
-        [*_cli(name), "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=env, timeout=180, check=False,
+        [*_cli(name), "--help"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout
     lines = proc.stdout.splitlines()

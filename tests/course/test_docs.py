@@ -102,9 +102,12 @@ def _committed_files(root):
     except (OSError, subprocess.CalledProcessError):
         skip = {"__pycache__", "runs", "build", "dist"}
         names = [
-            p.relative_to(root).as_posix() for p in root.rglob("*")
-            if p.is_file() and not any(part.startswith(".") or part in skip or part.endswith(".egg-info")
-                                       for part in p.relative_to(root).parts)
+            p.relative_to(root).as_posix()
+            for p in root.rglob("*")
+            if p.is_file()
+            and not any(
+                part.startswith(".") or part in skip or part.endswith(".egg-info") for part in p.relative_to(root).parts
+            )
         ]
     return [root / n for n in names if (root / n).is_file()]
 
@@ -148,7 +151,9 @@ def machine_paths(root, extra=(), exempt=()):
 
 
 def test_no_committed_file_names_a_folder_of_this_machine():
-    found = machine_paths(ROOT, exempt=[ROOT / "tests" / "course" / "test_notebooks.py"])  # the cleaning test's own example
+    found = machine_paths(
+        ROOT, exempt=[ROOT / "tests" / "course" / "test_notebooks.py"]
+    )  # the cleaning test's own example
     assert not found, (
         "absolute paths of the machine the course was written on (a learner has none of them; name a source "
         "by title, a file by its path in the repository; notebook outputs: python tools/nbrun.py --clean "
@@ -167,23 +172,36 @@ def test_the_machine_path_check_is_exact(tmp_path):
         "fine: #!/usr/bin/env bash, tests/tmp/x, a/work/b, a private /tmp and /dev/shm, pyenv under /root.\n",
         encoding="utf-8",
     )
-    nb = {"cells": [
-        {"cell_type": "code", "source": ["print(1)\n"], "outputs": [
-            {"output_type": "stream", "name": "stdout",
-             "text": [f"(defined @ {R}opt/venv/lib/python3.11/site-packages/keras/core.py:43)\n"]},
-            {"output_type": "display_data",
-             "data": {"image/png": f"iVBORw0KGgo{R}tmp/x", "text/plain": [f"{R}tmp/run/a.png"]}},
-        ]},
-        {"cell_type": "markdown", "source": ["Read `/media/usb/data` (an example)\n"]},
-    ]}
+    nb = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "source": ["print(1)\n"],
+                "outputs": [
+                    {
+                        "output_type": "stream",
+                        "name": "stdout",
+                        "text": [f"(defined @ {R}opt/venv/lib/python3.11/site-packages/keras/core.py:43)\n"],
+                    },
+                    {
+                        "output_type": "display_data",
+                        "data": {"image/png": f"iVBORw0KGgo{R}tmp/x", "text/plain": [f"{R}tmp/run/a.png"]},
+                    },
+                ],
+            },
+            {"cell_type": "markdown", "source": ["Read `/media/usb/data` (an example)\n"]},
+        ]
+    }
     (tmp_path / "lesson.ipynb").write_text(json.dumps(nb), encoding="utf-8")
     (tmp_path / "own.txt").write_text("written in /srv/course/runs/x.png, not /srv/course-old\n", encoding="utf-8")
     found = machine_paths(tmp_path, extra=["/srv/course"])
-    assert sorted(found) == sorted([
-        f"page.md:1: {R}work/ana/notes/",
-        f"page.md:1: {R}home/ana/x.py",
-        "page.md:1: C:\\Users\\",
-        f"lesson.ipynb cell 0 output: {R}opt/venv/lib/python3.11/site-packages",
-        f"lesson.ipynb cell 0 output: {R}tmp/run/a.png",
-        "own.txt:1: /srv/course/",
-    ]), found
+    assert sorted(found) == sorted(
+        [
+            f"page.md:1: {R}work/ana/notes/",
+            f"page.md:1: {R}home/ana/x.py",
+            "page.md:1: C:\\Users\\",
+            f"lesson.ipynb cell 0 output: {R}opt/venv/lib/python3.11/site-packages",
+            f"lesson.ipynb cell 0 output: {R}tmp/run/a.png",
+            "own.txt:1: /srv/course/",
+        ]
+    ), found

@@ -20,9 +20,9 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import signal
 import socket
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,7 +42,8 @@ HARNESS = REPO / "tests" / "exercises" / "conftest.py"
 # A student copy of the course (tools/student_version.py) has no solutions/.
 needs_solutions = pytest.mark.skipif(
     not (REPO / "solutions").is_dir(),
-    reason="no solutions/ folder: a student copy of the course leaves the reference solutions out")
+    reason="no solutions/ folder: a student copy of the course leaves the reference solutions out",
+)
 
 # ----------------------------------------------------------------------------- the mini-course
 
@@ -71,7 +72,7 @@ SOLUTIONS = {
 }
 
 TESTS = {
-    "test_ex01_add": '''
+    "test_ex01_add": """
         import pytest
 
         EXERCISE = "ex01_add"
@@ -83,8 +84,8 @@ TESTS = {
         @pytest.mark.points(1)
         def test_add_floats(ex):
             assert ex.add(0.5, 0.25) == 0.75
-    ''',
-    "test_ex02_mul": '''
+    """,
+    "test_ex02_mul": """
         import pytest
 
         EXERCISE = "ex02_mul"
@@ -97,8 +98,8 @@ TESTS = {
         @pytest.mark.timeout_s(0.5)
         def test_mul_zero(ex):
             assert ex.mul(7, 0) == 0
-    ''',
-    "test_ex03_greet": '''
+    """,
+    "test_ex03_greet": """
         import pytest
 
         EXERCISE = "ex03_greet"
@@ -111,13 +112,13 @@ TESTS = {
         @pytest.mark.timeout_s(0.5)
         def test_greet_needs_data(ex):
             pytest.skip("the data for this test is not on this machine")  # not counted, for anyone
-    ''',
+    """,
 }
 MAX = {"ex01_add": 3, "ex02_mul": 3, "ex03_greet": 4}
 TOTAL = 10
 
 HIDDEN = {
-    "test_ex01_extra": '''
+    "test_ex01_extra": """
         import pytest
 
         EXERCISE = "ex01_add"
@@ -126,7 +127,7 @@ HIDDEN = {
         @pytest.mark.points(2)
         def test_add_negative(ex):
             assert ex.add(-2, -3) == -5, "SECRET_ASSERT_TEXT negative numbers"
-    ''',
+    """,
 }
 
 
@@ -154,7 +155,9 @@ def run_grade(capsys, *args) -> tuple[int, str, str]:
     return code, out, err
 
 
-TABLE_ROW = re.compile(r"^(ex\d\d_\w+)\s+([\d.]+) / ([\d.]+)\s+(\d+) passed, (\d+) failed(?:, \d+ skipped)?$", re.MULTILINE)
+TABLE_ROW = re.compile(
+    r"^(ex\d\d_\w+)\s+([\d.]+) / ([\d.]+)\s+(\d+) passed, (\d+) failed(?:, \d+ skipped)?$", re.MULTILINE
+)
 TOTAL_ROW = re.compile(r"^total\s+([\d.]+) / ([\d.]+)\s+(\d+) passed, (\d+) failed(?:, \d+ skipped)?$", re.MULTILINE)
 
 
@@ -192,8 +195,16 @@ def test_stubs_score_zero(course, capsys):
 
 
 def test_exercise_prefix_grades_a_subset_and_lists_failures(course, capsys):
-    code, out, _ = run_grade(capsys, "--tests-dir", course / "tests" / "exercises", "--exercises", course / "exercises",
-                             "--exercise", "ex02", "3")
+    code, out, _ = run_grade(
+        capsys,
+        "--tests-dir",
+        course / "tests" / "exercises",
+        "--exercises",
+        course / "exercises",
+        "--exercise",
+        "ex02",
+        "3",
+    )
     assert code == 0
     rows, total = parse_table(out)
     assert set(rows) == {"ex02_mul", "ex03_greet"}
@@ -232,7 +243,8 @@ def graded_class(course, tmp_path_factory):
         "raises": {"ex01_add": "def add(a, b):\n    raise ValueError('nope')\n"},
         "loops": {"ex02_mul": "def mul(a, b):\n    while True:\n        pass\n"},
         # Swallows the timeout again and again: the plugin stops the process, the grader restarts it.
-        "stubborn": {"ex03_greet": textwrap.dedent('''
+        "stubborn": {
+            "ex03_greet": textwrap.dedent("""
             def greet(name):
                 while True:
                     try:
@@ -240,7 +252,8 @@ def graded_class(course, tmp_path_factory):
                             pass
                     except BaseException:
                         pass
-        ''')},
+        """)
+        },
         # Never gives the interpreter back (one long C call): only the grader's hard kill stops it.
         "c_loop": {"ex03_greet": "def greet(name):\n    return sum(range(10 ** 13))\n"},
         "exit_import": {"ex01_add": "import sys\nsys.exit(3)\n\ndef add(a, b):\n    return a + b\n"},
@@ -248,7 +261,8 @@ def graded_class(course, tmp_path_factory):
         "os_exit": {"ex01_add": "import os\n\ndef add(a, b):\n    os._exit(1)\n"},
         "os_exit_import": {"ex02_mul": "import os\nos._exit(1)\n"},
         "prints": {"ex02_mul": "def mul(a, b):\n    print('x' * 5_000_000)\n    return a * b\n"},
-        "deletes": {"ex03_greet": textwrap.dedent(f'''
+        "deletes": {
+            "ex03_greet": textwrap.dedent(f"""
             import os, shutil
 
             def greet(name):
@@ -259,18 +273,22 @@ def graded_class(course, tmp_path_factory):
                     except OSError:
                         pass  # caught, but the attempt still costs the test
                 return "hello, " + name
-        ''')},
-        "overwrites": {"ex01_add": textwrap.dedent(f'''
+        """)
+        },
+        "overwrites": {
+            "ex01_add": textwrap.dedent(f"""
             def add(a, b):
                 with open({str(canary)!r}, "w") as fh:
                     fh.write("gone")
                 return a + b
-        ''')},
+        """)
+        },
         "syntax": {"ex02_mul": "def mul(a, b)\n    return a * b\n"},
         "skips": {"ex02_mul": "import pytest\n\ndef mul(a, b):\n    pytest.skip('not today')\n"},
         # --- issue 16: a hostile class (one attack per student; see HOSTILE below for what each proves)
         # Copies: the library's object, found through an import the source does not spell out.
-        "copy_lib": {"ex01_add": textwrap.dedent('''
+        "copy_lib": {
+            "ex01_add": textwrap.dedent("""
             import importlib.util, os
 
             _path = os.path.join(os.path.dirname(importlib.util.find_spec("moe" + "_tf").origin), "course", "_grade_jail.py")
@@ -281,9 +299,11 @@ def graded_class(course, tmp_path_factory):
 
             def add(a, b):
                 return a + b
-        ''')},
+        """)
+        },
         # Copies: loads a reference from a solutions/ folder.
-        "copy_solutions": {"ex02_mul": textwrap.dedent(f'''
+        "copy_solutions": {
+            "ex02_mul": textwrap.dedent(f"""
             import importlib.util
 
             try:
@@ -294,9 +314,11 @@ def graded_class(course, tmp_path_factory):
             except Exception:
                 def mul(a, b):
                     return a * b
-        ''')},
+        """)
+        },
         # Forged catalogue: a 1000-point fake test, malformed records, through the report's open descriptor.
-        "forger": {"ex01_add": textwrap.dedent('''
+        "forger": {
+            "ex01_add": textwrap.dedent("""
             import json, os, sys
 
             def add(a, b):
@@ -310,10 +332,12 @@ def graded_class(course, tmp_path_factory):
                         os.write(fd, (json.dumps(rec) + "\\n").encode())
                     os.write(fd, b"{not json\\n")
                 return a + b
-        ''')},
+        """)
+        },
         # Plants a conftest.py that passes every test, and a pytest.py in its working folder, then crashes:
         # the restart must run the instructor's tests, not these.
-        "planter": {"ex01_add": textwrap.dedent('''
+        "planter": {
+            "ex01_add": textwrap.dedent('''
             import os
 
             CONFTEST = """
@@ -335,10 +359,12 @@ def graded_class(course, tmp_path_factory):
                     except OSError:
                         pass
                 os._exit(1)
-        ''')},
+        ''')
+        },
         # Outside the box without audit events: dir_fd, a hard link, _posixsubprocess.fork_exec; /dev/shm;
         # a process meant to outlive grading. None of it may reach the machine.
-        "escaper": {"ex03_greet": textwrap.dedent(f'''
+        "escaper": {
+            "ex03_greet": textwrap.dedent(f"""
             import os
 
             def greet(name):
@@ -367,9 +393,11 @@ def graded_class(course, tmp_path_factory):
                 except Exception:
                     pass
                 return "hello, " + name
-        ''')},
+        """)
+        },
         # No limits: the network, and 7 GB of address space.
-        "network": {"ex01_add": textwrap.dedent(f'''
+        "network": {
+            "ex01_add": textwrap.dedent(f"""
             import socket
 
             def add(a, b):
@@ -378,15 +406,18 @@ def graded_class(course, tmp_path_factory):
                     return "the network was reachable"
                 except OSError:
                     return a + b
-        ''')},
+        """)
+        },
         "hog": {"ex02_mul": "def mul(a, b):\n    block = bytearray(7 * 2 ** 30)\n    return a * b\n"},
         # --- issue 16, continued: the attacks the list above did not cover yet
         # Reads the student graded at the same time (--jobs 3): "victim" holds a marker in its ex01_add.py;
         # "peeker" scores ex01 only if it reads that marker in some other student's files (plain open(),
         # and with the OS sandbox also os.open(dir_fd=...), which the audit hook alone cannot see).
-        "victim": {"ex01_add": f"# {VICTIM}: this line must stay inside victim's own grading\n"
-                               + SOLUTIONS["ex01_add"]},
-        "peeker": {"ex01_add": textwrap.dedent(f'''
+        "victim": {
+            "ex01_add": f"# {VICTIM}: this line must stay inside victim's own grading\n" + SOLUTIONS["ex01_add"]
+        },
+        "peeker": {
+            "ex01_add": textwrap.dedent(f"""
             import glob, os, time
 
             WANTED = "VICTIM_" + "MARKER_{MARKER}"  # spelled in two halves: not in this file's own text
@@ -416,13 +447,15 @@ def graded_class(course, tmp_path_factory):
                                 return a + b  # points only for reading another student's file
                     time.sleep(0.05)
                 return a - b
-        ''')},
+        """)
+        },
         # Finds the instructor's tests folder (the parent's command line, every /proc/<pid>/cmdline and cwd; the
         # in-process grader has no --tests-dir on its command line, so the course's path stands in for what
         # an attacker reads there) and appends a failing 100-point test and a conftest hook that fails every
         # test, for the students graded later. Only folders under the fixture's course are touched (never
         # the repository running these tests); os.open(dir_fd=...) only with the OS sandbox.
-        "poisoner": {"ex02_mul": textwrap.dedent(f'''
+        "poisoner": {
+            "ex02_mul": textwrap.dedent(f"""
             import os
 
             COURSE = {str(course)!r}
@@ -469,12 +502,14 @@ def graded_class(course, tmp_path_factory):
                             _append(os.path.join(folder, name), TEST)
                     _append(os.path.join(folder, "conftest.py"), HOOK)
                 return a * b
-        ''')},
+        """)
+        },
         # In-process forgery, NOT contained (documented): a hook registered at import turns every failed report
         # into a pass. mul is wrong (a + b), yet ex02 scores full marks.
         "hooker": {"ex02_mul": HOOKER},
         # The same, by patching the plugin's reporting (add is wrong) ...
-        "patcher": {"ex01_add": textwrap.dedent('''
+        "patcher": {
+            "ex01_add": textwrap.dedent("""
             import sys
 
             _plugin = sys.modules["moe_grade_plugin"]
@@ -483,9 +518,11 @@ def graded_class(course, tmp_path_factory):
 
             def add(a, b):
                 return a - b
-        ''')},
+        """)
+        },
         # ... and by rewriting the collected tests (greet is wrong): every test not run yet passes.
-        "rewriter": {"ex03_greet": textwrap.dedent('''
+        "rewriter": {
+            "ex03_greet": textwrap.dedent("""
             import gc
 
             for _obj in gc.get_objects():
@@ -494,7 +531,8 @@ def graded_class(course, tmp_path_factory):
 
             def greet(name):
                 return "bye"
-        ''')},
+        """)
+        },
         "zz_late": {},  # graded last: what the poisoner and the survivor did must not reach it
     }
     if OS_SANDBOX:
@@ -502,7 +540,8 @@ def graded_class(course, tmp_path_factory):
         # grader's own user's files): the fallback is documented as not containing it, so it runs only here.
         # A process that outlives its own grading (a new session, no audit event) and appends a failure for
         # every collected test to the other students' reports.
-        students["survivor"] = {"ex03_greet": textwrap.dedent(f'''
+        students["survivor"] = {
+            "ex03_greet": textwrap.dedent(f'''
             import os, sys
 
             SCRIPT = """# survivor-{MARKER}
@@ -540,7 +579,8 @@ def graded_class(course, tmp_path_factory):
                 except Exception:
                     pass
                 return "hello, " + name
-        ''')}
+        ''')
+        }
     for name, broken in students.items():
         _student(subs, name, broken, nested=name.startswith("nested"))
     # Names: a CSV formula, a reserved name, a 200-character name; a submission that is a symbolic link.
@@ -559,20 +599,45 @@ def graded_class(course, tmp_path_factory):
     stdout, stderr = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            code = grade.main([str(a) for a in ("--tests-dir", course / "tests" / "exercises", "--submissions", subs,
-                                                "--out", out, "--timeout", "1", "--jobs", "3")])
+            code = grade.main(
+                [
+                    str(a)
+                    for a in (
+                        "--tests-dir",
+                        course / "tests" / "exercises",
+                        "--submissions",
+                        subs,
+                        "--out",
+                        out,
+                        "--timeout",
+                        "1",
+                        "--jobs",
+                        "3",
+                    )
+                ]
+            )
     finally:
         grade.HARD_GRACE_S = hard_grace
         listener.close()
-    survivors = [p for p in Path("/proc").glob("[0-9]*")
-                 if _cmdline(p).endswith(f"sleep {MARKER}") or f"survivor-{MARKER}" in _cmdline(p)]
+    survivors = [
+        p
+        for p in Path("/proc").glob("[0-9]*")
+        if _cmdline(p).endswith(f"sleep {MARKER}") or f"survivor-{MARKER}" in _cmdline(p)
+    ]
     for p in survivors:
         with contextlib.suppress(OSError):
             os.kill(int(p.name), signal.SIGKILL)
     capsys_out = subprocess.CompletedProcess([], code, stdout.getvalue(), stderr.getvalue())
-    return {"root": root, "out": out, "canary": canary, "canary_dir": canary_dir, "proc": capsys_out,
-            "students": students, "survivors": survivors,
-            "course_tests": (tests_before, _digest(course / "tests" / "exercises"))}
+    return {
+        "root": root,
+        "out": out,
+        "canary": canary,
+        "canary_dir": canary_dir,
+        "proc": capsys_out,
+        "students": students,
+        "survivors": survivors,
+        "course_tests": (tests_before, _digest(course / "tests" / "exercises")),
+    }
 
 
 def _spawn(argv: str, r: str = "r", w: str = "w") -> str:
@@ -580,8 +645,10 @@ def _spawn(argv: str, r: str = "r", w: str = "w") -> str:
     student would: ``_posixsubprocess.fork_exec`` with this Python's positional arguments (3.11); returns the pid.
     One definition, checked by ``test_the_students_spawn_call_starts_a_process``, so that a Python whose
     signature differs cannot turn the attacks that use it into silent no-ops."""
-    return (f"_posixsubprocess.fork_exec({argv}, [({argv})[0]], True, ({w},), None, None, -1, -1, -1, -1, -1, -1, "
-            f"{r}, {w}, False, True, -1, None, None, None, -1, None, False)")
+    return (
+        f"_posixsubprocess.fork_exec({argv}, [({argv})[0]], True, ({w},), None, None, -1, -1, -1, -1, -1, -1, "
+        f"{r}, {w}, False, True, -1, None, None, None, -1, None, False)"
+    )
 
 
 MARKER = 86400 + os.getpid()  # "sleep MARKER": the process the "escaper" student leaves behind
@@ -590,7 +657,7 @@ VICTIM = f"VICTIM_MARKER_{MARKER}"  # in "victim"'s ex01_add.py only
 
 def _hooker(function: str, wrong: str) -> str:
     """An exercise module that registers, at import, a pytest hook turning every failed report into a pass."""
-    return textwrap.dedent(f'''
+    return textwrap.dedent(f"""
         import gc
 
         import pytest
@@ -613,15 +680,18 @@ def _hooker(function: str, wrong: str) -> str:
 
         def {function}(a, b):
             return {wrong}
-    ''')
+    """)
 
 
 HOOKER = _hooker("mul", "a + b")  # wrong: mul(4, 5) is 9
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 def _cmdline(proc: Path) -> str:
@@ -691,8 +761,13 @@ def test_grades_csv_row_by_row(graded_class):
     assert list(rows)[0] == "max" and sorted(rows) == sorted(["max", *EXPECTED])
     assert rows["max"] == {"student": "max", "ex01_add": "3", "ex02_mul": "3", "ex03_greet": "4", "total": "10"}
     for student, points in EXPECTED.items():
-        want = {"student": student, "ex01_add": str(points[0]), "ex02_mul": str(points[1]),
-                "ex03_greet": str(points[2]), "total": str(sum(points))}
+        want = {
+            "student": student,
+            "ex01_add": str(points[0]),
+            "ex02_mul": str(points[1]),
+            "ex03_greet": str(points[2]),
+            "total": str(sum(points)),
+        }
         assert rows[student] == want, student
 
 
@@ -725,7 +800,8 @@ def test_feedback_files_explain_each_test(graded_class):
     assert "printed too much" in (feedback / "prints.md").read_text(encoding="utf-8")
     assert "the test process ended during this test" in (feedback / "os_exit.md").read_text(encoding="utf-8")
     assert "importing this exercise stopped the test process" in (feedback / "os_exit_import.md").read_text(
-        encoding="utf-8")
+        encoding="utf-8"
+    )
     assert "SyntaxError" in (feedback / "syntax.md").read_text(encoding="utf-8")
     assert "SystemExit" in (feedback / "exit_call.md").read_text(encoding="utf-8")
     # Output is capped: the 5 MB print reaches neither the feedback nor the grader's stdout.
@@ -762,8 +838,11 @@ def test_hostile_class_names_links_and_csv(graded_class):
     assert "Total: 10 / 10" in (out / "feedback" / "good.md").read_text(encoding="utf-8")
 
 
-@pytest.mark.skipif(not OS_SANDBOX, reason="no OS sandbox here (no bwrap, not root): moe-grade says so and "
-                                           "falls back to the audit hook, which cannot contain these")
+@pytest.mark.skipif(
+    not OS_SANDBOX,
+    reason="no OS sandbox here (no bwrap, not root): moe-grade says so and "
+    "falls back to the audit hook, which cannot contain these",
+)
 def test_hostile_class_leaves_nothing_on_the_machine(graded_class):
     root = graded_class["root"]
     assert not (root / "escaped.txt").exists()  # dir_fd
@@ -784,7 +863,7 @@ def test_hostile_class_cannot_read_the_student_graded_alongside(graded_class):
 
 
 def test_hostile_class_cannot_poison_the_tests_for_later_students(graded_class):
-    """"poisoner" appends a failing 100-point test and a fail-everything conftest hook to the instructor's
+    """ "poisoner" appends a failing 100-point test and a fail-everything conftest hook to the instructor's
     tests folder: the folder is byte for byte what it was, and no later student (zz_late) loses a point."""
     before, after = graded_class["course_tests"]
     assert before and after == before
@@ -795,10 +874,12 @@ def test_hostile_class_cannot_poison_the_tests_for_later_students(graded_class):
     assert "sandbox violation" in (graded_class["out"] / "feedback" / "poisoner.md").read_text(encoding="utf-8")
 
 
-@pytest.mark.skipif(not OS_SANDBOX, reason="the survivor runs only with an OS sandbox: without one it gets through "
-                                           "(documented in solutions/README.md)")
+@pytest.mark.skipif(
+    not OS_SANDBOX,
+    reason="the survivor runs only with an OS sandbox: without one it gets through (documented in solutions/README.md)",
+)
 def test_hostile_class_a_surviving_process_reaches_no_later_report(graded_class):
-    """"survivor" starts a process in a new session (no audit event) that, for 30 s, appends a failure for
+    """ "survivor" starts a process in a new session (no audit event) that, for 30 s, appends a failure for
     every collected test to every other grading report it can find: it dies with its pid namespace."""
     assert graded_class["survivors"] == []
     everything = "".join(p.read_text(encoding="utf-8") for p in (graded_class["out"] / "feedback").glob("*.md"))
@@ -833,8 +914,19 @@ def test_hostile_class_code_to_read_by_hand_is_listed(graded_class):
     stdout = graded_class["proc"].stdout
     assert "Read by hand:" in stdout
     listed = {m[1] for m in re.finditer(r"^  (\S+): \S+\.py ", stdout.split("Read by hand:")[1], re.MULTILINE)}
-    want = {"forger", "copy_lib", "copy_solutions", "escaper", "network", "skips", "peeker", "poisoner",
-            "hooker", "patcher", "rewriter"} | ({"survivor"} if OS_SANDBOX else set())
+    want = {
+        "forger",
+        "copy_lib",
+        "copy_solutions",
+        "escaper",
+        "network",
+        "skips",
+        "peeker",
+        "poisoner",
+        "hooker",
+        "patcher",
+        "rewriter",
+    } | ({"survivor"} if OS_SANDBOX else set())
     assert listed == want
     assert re.search(r"^  hooker: ex02_mul\.py imports gc, imports pytest$", stdout, re.MULTILINE), stdout
     # Nothing of it reaches the students' feedback.
@@ -842,12 +934,15 @@ def test_hostile_class_code_to_read_by_hand_is_listed(graded_class):
 
 
 def test_review_findings_reads_the_source(tmp_path):
-    _write(tmp_path, {
-        "ex01_a": "import numpy as np\nfrom keras import ops\n\ndef f(x):\n    return ops.sum(x)\n",
-        "ex02_b": "import sys\nplugin = sys.modules['moe_grade_plugin']\n",
-        "ex03_c": "import os\nfd = os.open('x', os.O_RDONLY, dir_fd=3)\nf = __import__('g' + 'c')\n",
-        "ex04_d": "from _pytest import runner\n",
-    })
+    _write(
+        tmp_path,
+        {
+            "ex01_a": "import numpy as np\nfrom keras import ops\n\ndef f(x):\n    return ops.sum(x)\n",
+            "ex02_b": "import sys\nplugin = sys.modules['moe_grade_plugin']\n",
+            "ex03_c": "import os\nfd = os.open('x', os.O_RDONLY, dir_fd=3)\nf = __import__('g' + 'c')\n",
+            "ex04_d": "from _pytest import runner\n",
+        },
+    )
     assert grade.review_findings(tmp_path) == [
         "ex02_b.py uses sys.modules, names 'moe_grade_plugin'",
         "ex03_c.py calls __import__(), opens relative to a folder descriptor (dir_fd)",
@@ -860,15 +955,18 @@ def test_review_findings_reads_the_source(tmp_path):
 
 def test_copy_findings_reads_the_source(tmp_path):
     """Copy detection from the source alone: imports of moe_tf or solutions, and solutions/ paths."""
-    _write(tmp_path, {
-        "ex01_a": "from moe_tf.routing import top_k_gates\n",
-        "ex02_b": "import moe_tf\n",
-        "ex03_c": "import helper\n",
-        "helper": "import importlib\nm = importlib.import_module('solutions.ex03_topk_gating')\n",
-        "ex04_d": '"""A docstring may say solutions/ freely."""\nimport numpy as np\n',
-        "ex05_e": "PATH = '../solutions/ex05_cv_losses.py'\n",
-        "ex06_f": "from moe_tf import rng\n",
-    })
+    _write(
+        tmp_path,
+        {
+            "ex01_a": "from moe_tf.routing import top_k_gates\n",
+            "ex02_b": "import moe_tf\n",
+            "ex03_c": "import helper\n",
+            "helper": "import importlib\nm = importlib.import_module('solutions.ex03_topk_gating')\n",
+            "ex04_d": '"""A docstring may say solutions/ freely."""\nimport numpy as np\n',
+            "ex05_e": "PATH = '../solutions/ex05_cv_losses.py'\n",
+            "ex06_f": "from moe_tf import rng\n",
+        },
+    )
     found = grade.copy_findings(tmp_path)
     assert found["ex01_a"] == ["ex01_a.py imports moe_tf.routing.top_k_gates"]
     assert found["ex02_b"] == ["ex02_b.py imports moe_tf"]
@@ -901,7 +999,11 @@ def test_hidden_tests_show_only_names_points_and_verdicts(course, tmp_path, caps
     hidden_dir = course / "hidden"
     # A student who hunts for the hidden tests on disk (in the sandbox copy and at the original path)
     # and puts what it finds in a visible failure message.
-    _student(subs, "snoop", {"ex02_mul": textwrap.dedent(f'''
+    _student(
+        subs,
+        "snoop",
+        {
+            "ex02_mul": textwrap.dedent(f"""
         import os
 
         def mul(a, b):
@@ -917,9 +1019,20 @@ def test_hidden_tests_show_only_names_points_and_verdicts(course, tmp_path, caps
                         if i >= 0:
                             found.append(text[i:i + 60])
             raise AssertionError("LEAK " + " | ".join(found))
-    ''')})
-    code, out, err = run_grade(capsys, "--tests-dir", course / "tests" / "exercises", "--hidden-tests", hidden_dir,
-                               "--submissions", subs, "--out", tmp_path / "out")
+    """)
+        },
+    )
+    code, out, err = run_grade(
+        capsys,
+        "--tests-dir",
+        course / "tests" / "exercises",
+        "--hidden-tests",
+        hidden_dir,
+        "--submissions",
+        subs,
+        "--out",
+        tmp_path / "out",
+    )
     assert code == 0
     rows = read_csv(tmp_path / "out" / "grades.csv")
     assert rows["max"]["ex01_add"] == "5" and rows["max"]["total"] == "12"
@@ -944,7 +1057,7 @@ def test_hidden_tests_show_only_names_points_and_verdicts(course, tmp_path, caps
 # the stashes of the students graded before it: a visible PASS and no SECRET text in any output show
 # that nothing left the hidden session. The shared folders are tried only with the OS sandbox (without
 # one, /tmp is the machine's own, and a stash there reaches a later student: documented, not contained).
-LEAK_COMMON = '''
+LEAK_COMMON = """
 import glob, inspect, linecache, os, sys
 
 HIDDEN_DIR = {hidden!r}  # the instructor's folder, as if found
@@ -986,11 +1099,11 @@ def add(a, b):
     if KEY in leaked:
         raise AssertionError("LEAK " + leaked[:2000])
     return a + b
-'''
+"""
 
 LEAKERS = {
     # Modules already loaded in the process: the hidden test module's constants and cached lines.
-    "leak_modules": '''
+    "leak_modules": """
 def _find():
     out = []
     for name, module in list(sys.modules.items()):
@@ -1000,9 +1113,9 @@ def _find():
             out += [c for c in getattr(code, "co_consts", ()) if isinstance(c, str)]
         out += linecache.cache.get(path, (0, 0, []))[2] if "hidden" in path else []
     return " ".join(out)
-''',
+""",
     # The calling frames: sys._getframe and inspect.stack (without reading source files).
-    "leak_frame": '''
+    "leak_frame": """
 def _find():
     out = []
     frame = sys._getframe(1)
@@ -1013,9 +1126,9 @@ def _find():
         if info.frame.f_globals is not globals():  # not its own
             out += [v for v in info.frame.f_globals.values() if isinstance(v, str)]
     return " ".join(out)
-''',
+""",
     # A hard link to the hidden test file, read under its new name.
-    "leak_hardlink": '''
+    "leak_hardlink": """
 def _find():
     out = []
     for i, path in enumerate(glob.glob(HIDDEN_DIR + "/*.py") + glob.glob(BOX_HIDDEN + "/*.py")):
@@ -1027,10 +1140,10 @@ def _find():
         except OSError:
             pass
     return " ".join(out)
-''',
+""",
     # os.open(name, dir_fd=...) from the folder above: the audit hook resolves the names against the working
     # folder, so neither the hidden folder nor its files are seen as such.
-    "leak_dirfd": '''
+    "leak_dirfd": """
 def _find():
     out = []
     for folder in (HIDDEN_DIR, BOX_HIDDEN):
@@ -1042,12 +1155,12 @@ def _find():
         except OSError:
             pass
     return " ".join(out)
-''',
+""",
     # Graded after the others: finds nothing itself, reads their stashes.
-    "zz_reader": '''
+    "zz_reader": """
 def _find():
     return ""
-''',
+""",
 }
 SHARED_PLACES = ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"]
 
@@ -1068,9 +1181,23 @@ def hidden_class(course, tmp_path_factory):
     stdout, stderr = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            code = grade.main([str(a) for a in ("--tests-dir", course / "tests" / "exercises", "--hidden-tests",
-                                                course / "hidden", "--submissions", subs, "--out", root / "out",
-                                                "--timeout", "1")])
+            code = grade.main(
+                [
+                    str(a)
+                    for a in (
+                        "--tests-dir",
+                        course / "tests" / "exercises",
+                        "--hidden-tests",
+                        course / "hidden",
+                        "--submissions",
+                        subs,
+                        "--out",
+                        root / "out",
+                        "--timeout",
+                        "1",
+                    )
+                ]
+            )
     finally:
         grade.HARD_GRACE_S = hard_grace
     left = [str(Path(p) / f"stash-{MARKER}.txt") for p in SHARED_PLACES]
@@ -1078,8 +1205,7 @@ def hidden_class(course, tmp_path_factory):
     for p in left:
         with contextlib.suppress(OSError):
             os.remove(p)
-    return {"code": code, "out": root / "out", "stdout": stdout.getvalue(), "stderr": stderr.getvalue(),
-            "left": left}
+    return {"code": code, "out": root / "out", "stdout": stdout.getvalue(), "stderr": stderr.getvalue(), "left": left}
 
 
 def test_hidden_tests_do_not_leak_from_a_hostile_class(hidden_class):
@@ -1122,7 +1248,7 @@ def test_in_process_forgery_reaches_the_hidden_verdicts_too(hidden_class):
 
 # ----------------------------------------------------------------------------- a class of two graded side by side
 
-CROWD = '''
+CROWD = """
 import threading, time
 
 _stop = threading.Event()
@@ -1150,9 +1276,9 @@ def mul(a, b):
     _crowd()
     time.sleep(0.2)
     raise AssertionError("HELD %d threads" % threading.active_count())
-'''
+"""
 
-BYSTANDER = '''
+BYSTANDER = """
 import threading, time
 
 
@@ -1163,7 +1289,7 @@ def {name}(a, b):
     t.start()
     t.join()
     return out[0]
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -1177,8 +1303,23 @@ def crowded_class(course, tmp_path_factory):
     _student(subs, "bystander", {m: BYSTANDER.format(name=n, op=o) for m, (n, o) in ops.items()})
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = grade.main([str(a) for a in ("--tests-dir", course / "tests" / "exercises", "--submissions", subs,
-                                            "--out", root / "out", "--timeout", "1", "--jobs", "2")])
+        code = grade.main(
+            [
+                str(a)
+                for a in (
+                    "--tests-dir",
+                    course / "tests" / "exercises",
+                    "--submissions",
+                    subs,
+                    "--out",
+                    root / "out",
+                    "--timeout",
+                    "1",
+                    "--jobs",
+                    "2",
+                )
+            ]
+        )
     return {"code": code, "out": root / "out", "stdout": stdout.getvalue()}
 
 
@@ -1193,7 +1334,7 @@ def test_a_student_cannot_use_up_the_processes_of_the_one_graded_alongside(crowd
         assert held and grade.MAX_PROCESSES - 50 < int(held[1]) <= grade.MAX_PROCESSES, held
 
 
-SWARM = textwrap.dedent(f'''
+SWARM = textwrap.dedent(f"""
     import os, sys
 
     CHILD = (b"b = bytearray(300 << 20)\\n"
@@ -1213,7 +1354,7 @@ SWARM = textwrap.dedent(f'''
             _, status = os.waitpid(pid, 0)
             killed += os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9
         return a + b if killed else "HELD 900 MB in three processes"
-''')
+""")
 
 
 def test_the_students_spawn_call_starts_a_process(tmp_path):
@@ -1221,7 +1362,7 @@ def test_the_students_spawn_call_starts_a_process(tmp_path):
     import _posixsubprocess  # noqa: F401 - the name the generated source uses
 
     target = tmp_path / "spawned.txt"
-    argv = [os.fsencode(sys.executable), b"-c", f"open({str(target)!r}, 'w').write('ran')".encode()]
+    argv = [os.fsencode(sys.executable), b"-c", f"open({str(target)!r}, 'w').write('ran')".encode()]  # noqa: F841 (read by eval)
     r, w = os.pipe()
     try:
         pid = eval(_spawn("argv"))  # noqa: S307 - our own source, the call the hostile students make
@@ -1243,15 +1384,30 @@ def memory_class(course, tmp_path_factory):
     stdout, stderr = io.StringIO(), io.StringIO()
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            code = grade.main([str(a) for a in ("--tests-dir", course / "tests" / "exercises", "--submissions",
-                                                root / "submissions", "--out", root / "out", "--timeout", "20")])
+            code = grade.main(
+                [
+                    str(a)
+                    for a in (
+                        "--tests-dir",
+                        course / "tests" / "exercises",
+                        "--submissions",
+                        root / "submissions",
+                        "--out",
+                        root / "out",
+                        "--timeout",
+                        "20",
+                    )
+                ]
+            )
     finally:
         grade.STUDENT_MEMORY_MB = cap
     return {"code": code, "out": root / "out", "stdout": stdout.getvalue()}
 
 
-@pytest.mark.skipif(not OS_SANDBOX or grade.JAIL.cgroup_root is None,
-                    reason="needs the unshare sandbox with a memory cgroup (root, cgroup memory controller)")
+@pytest.mark.skipif(
+    not OS_SANDBOX or grade.JAIL.cgroup_root is None,
+    reason="needs the unshare sandbox with a memory cgroup (root, cgroup memory controller)",
+)
 def test_a_student_s_processes_share_one_memory_cap(memory_class):
     """The address-space limit is per process; three processes of 300 MB each pass it. The student's
     memory cgroup (512 MiB here) counts them together: the kernel kills one, and `add` sees it."""
@@ -1287,14 +1443,17 @@ def test_timeout_marker_and_points_kwarg():
 # ----------------------------------------------------------------------------- bad arguments
 
 
-@pytest.mark.parametrize("args", [
-    ["--submissions", "/nonexistent/moe-grade-class"],
-    ["--exercises", "/nonexistent/moe-grade-ex"],
-    ["--solutions", "--exercises", "."],
-    ["--out", "somewhere"],
-    ["--timeout", "0"],
-    ["--no-such-option"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--submissions", "/nonexistent/moe-grade-class"],
+        ["--exercises", "/nonexistent/moe-grade-ex"],
+        ["--solutions", "--exercises", "."],
+        ["--out", "somewhere"],
+        ["--timeout", "0"],
+        ["--no-such-option"],
+    ],
+)
 def test_bad_arguments_exit_2(args, capsys):
     with pytest.raises(SystemExit) as exc:
         grade.main(args)
@@ -1313,8 +1472,9 @@ def test_solutions_without_a_solutions_folder_exit_2(tmp_path, monkeypatch, caps
 
 
 def test_unknown_exercise_exits_2(course, capsys):
-    code, _, err = run_grade(capsys, "--tests-dir", course / "tests" / "exercises", "--exercises",
-                             course / "solutions", "--exercise", "ex99")
+    code, _, err = run_grade(
+        capsys, "--tests-dir", course / "tests" / "exercises", "--exercises", course / "solutions", "--exercise", "ex99"
+    )
     assert code == 2 and "no tests matching ex99" in err
 
 
@@ -1324,8 +1484,9 @@ def test_unknown_exercise_exits_2(course, capsys):
 def _moe_grade(*args, timeout=600) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).with_name("moe-grade")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moe_tf.course.grade"]
-    return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                          check=False)
+    return subprocess.run(
+        [*cmd, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False
+    )
 
 
 @needs_solutions

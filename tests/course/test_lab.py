@@ -33,7 +33,10 @@ def _make_lab(*assignments):
         pytest.skip(".venv is older than pyproject.toml: `make lab` would reinstall it")
     return subprocess.run(
         ["make", "--no-print-directory", "lab", "LAB_ARGS=--version", *assignments],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 

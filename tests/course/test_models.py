@@ -25,10 +25,22 @@ ROUTER_FLOPS = 2 * D * E  # 24
 # (total params, active params, active FLOPs), by hand.
 EXPECTED = {
     "dense": (EMBED + EXPERT + HEAD, EMBED + EXPERT + HEAD, 48 + EXPERT_FLOPS + 24),
-    "dense-moe": (EMBED + ROUTER + E * EXPERT + HEAD, EMBED + ROUTER + E * EXPERT + HEAD, 48 + ROUTER_FLOPS + E * EXPERT_FLOPS + 24),
+    "dense-moe": (
+        EMBED + ROUTER + E * EXPERT + HEAD,
+        EMBED + ROUTER + E * EXPERT + HEAD,
+        48 + ROUTER_FLOPS + E * EXPERT_FLOPS + 24,
+    ),
     # Gaussian noisy top-2: the noise kernel (d*E) exists but is not used at inference.
-    "topk-moe": (EMBED + 2 * ROUTER + E * EXPERT + HEAD, EMBED + ROUTER + 2 * EXPERT + HEAD, 48 + ROUTER_FLOPS + 2 * EXPERT_FLOPS + 24),
-    "switch": (EMBED + ROUTER + E * EXPERT + HEAD, EMBED + ROUTER + EXPERT + HEAD, 48 + ROUTER_FLOPS + EXPERT_FLOPS + 24),
+    "topk-moe": (
+        EMBED + 2 * ROUTER + E * EXPERT + HEAD,
+        EMBED + ROUTER + 2 * EXPERT + HEAD,
+        48 + ROUTER_FLOPS + 2 * EXPERT_FLOPS + 24,
+    ),
+    "switch": (
+        EMBED + ROUTER + E * EXPERT + HEAD,
+        EMBED + ROUTER + EXPERT + HEAD,
+        48 + ROUTER_FLOPS + EXPERT_FLOPS + 24,
+    ),
 }
 
 
@@ -111,9 +123,20 @@ def test_bad_arguments_name_the_argument():
 def test_model_structure():
     model = tiny("topk-moe", capacity_factor=1.5, balance_loss="shazeer", noise="gaussian")
     (moe,) = moe_layers(model)
-    assert (moe.name, moe.k, moe.capacity_factor, moe.balance_loss, moe.router.noise) == ("moe", 2, 1.5, "shazeer", "gaussian")
+    assert (moe.name, moe.k, moe.capacity_factor, moe.balance_loss, moe.router.noise) == (
+        "moe",
+        2,
+        1.5,
+        "shazeer",
+        "gaussian",
+    )
     (switch,) = moe_layers(tiny("switch", capacity_factor=1.25))
-    assert (switch.k, switch.capacity_factor, switch.balance_loss, switch.balance_loss_weight) == (1, 1.25, "switch", 0.01)
+    assert (switch.k, switch.capacity_factor, switch.balance_loss, switch.balance_loss_weight) == (
+        1,
+        1.25,
+        "switch",
+        0.01,
+    )
     assert switch.router.noise == "jitter" and not switch.router.renormalize
     (dense_moe,) = moe_layers(tiny("dense-moe"))
     assert dense_moe.k is None and dense_moe.capacity_factor is None
@@ -129,8 +152,12 @@ def test_each_model_trains_a_step(name):
     x = rng.normal(size=(64, N_IN)).astype("float32")
     y = (x[:, 0] > 0).astype("int64") + (x[:, 1] > 0)
     model = tiny(name, num_experts=4, seed=1)
-    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], jit_compile=False)
+    model.compile(
+        keras.optimizers.Adam(1e-2),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=False,
+    )
     before = [w.copy() for w in model.get_weights()]
     moe = name != "dense"
     stats = RoutingStats() if moe else None

@@ -45,7 +45,8 @@ pytestmark = [
     pytest.mark.skipif(
         not SOLUTIONS.is_dir() or not MUTANTS.is_dir(),
         reason="no solutions/ (or no tests/exercises/mutants/): a student copy of the course has no reference "
-               "solutions to mutate"),
+        "solutions to mutate",
+    ),
     pytest.mark.xdist_group("mutants"),  # one worker under pytest-xdist: the module fixture grades every mutant
 ]
 
@@ -126,11 +127,13 @@ def _slug(name: str) -> str:
 
 
 def test_every_exercise_has_mutants():
-    missing = [f"tests/exercises/mutants/{prefix}.py" for prefix in exercises()
-               if not (MUTANTS / f"{prefix}.py").is_file()]
+    missing = [
+        f"tests/exercises/mutants/{prefix}.py" for prefix in exercises() if not (MUTANTS / f"{prefix}.py").is_file()
+    ]
     assert not missing, (
         "every exercise needs a few wrong solutions its tests must fail (MUTANTS = [(name, old, new), ...], see this "
-        "module's docstring); missing: " + ", ".join(missing))
+        "module's docstring); missing: " + ", ".join(missing)
+    )
 
 
 @pytest.mark.parametrize("prefix", _mutant_files())
@@ -139,24 +142,30 @@ def test_mutants_are_well_formed(prefix):
     assert solution is not None, f"tests/exercises/mutants/{prefix}.py has no solutions/{prefix}_*.py to mutate"
     entries = load_mutants(prefix)
     assert isinstance(entries, list) and 3 <= len(entries) <= 6, (
-        f"mutants/{prefix}.py must define MUTANTS, a list of 3 to 6 (name, old, new) tuples; got {entries!r:.200}")
+        f"mutants/{prefix}.py must define MUTANTS, a list of 3 to 6 (name, old, new) tuples; got {entries!r:.200}"
+    )
     source = solution.read_text(encoding="utf-8")
     names = []
     for entry in entries:
         assert isinstance(entry, tuple) and len(entry) == 3 and all(isinstance(s, str) for s in entry), (
-            f"mutants/{prefix}.py: each mutant is a tuple of three strings (name, old, new); got {entry!r:.200}")
+            f"mutants/{prefix}.py: each mutant is a tuple of three strings (name, old, new); got {entry!r:.200}"
+        )
         name, old, new = entry
         names.append(_slug(name))
         count = source.count(old)
         assert count == 1, (
             f"mutant {prefix}::{name}: its `old` snippet must occur exactly once in {solution.name}, found {count} "
-            f"times (the solution changed? update the mutant):\n{old}")
+            f"times (the solution changed? update the mutant):\n{old}"
+        )
         assert new != old, f"mutant {prefix}::{name} changes nothing"
         try:
             ast.parse(source.replace(old, new))
         except SyntaxError as err:
-            pytest.fail(f"mutant {prefix}::{name} is not valid Python ({err}): a mutant must be a wrong solution, "
-                        "not a syntax error", pytrace=False)
+            pytest.fail(
+                f"mutant {prefix}::{name} is not valid Python ({err}): a mutant must be a wrong solution, "
+                "not a syntax error",
+                pytrace=False,
+            )
     assert len(set(names)) == len(names), f"mutants/{prefix}.py: mutant names must be distinct; got {names}"
 
 
@@ -228,8 +237,16 @@ def graded(tmp_path_factory):
     tests_dirs = [_course(root / f"group{i}", sorted(g), mutants, folders) for i, g in enumerate(groups)]
 
     def grade_group(tests_dir: Path):
-        opts = grade.Options(tests_dir=tests_dir, hidden_dir=None, exercises=None, timeout=10.0,
-                             student_timeout=600.0, max_output=1_000_000, max_restarts=5, deny_read=[])
+        opts = grade.Options(
+            tests_dir=tests_dir,
+            hidden_dir=None,
+            exercises=None,
+            timeout=10.0,
+            student_timeout=600.0,
+            max_output=1_000_000,
+            max_restarts=5,
+            deny_read=[],
+        )
         catalogue = grade.Catalogue()
         return grade.grade_student("mutants", None, opts, catalogue), catalogue
 
@@ -266,23 +283,28 @@ def test_the_unmutated_solution_passes_in_the_same_layout(graded, prefix):
     notes = "; ".join(graded["notes"])
     assert outcomes, f"the control of {prefix} collected no tests ({notes or 'no note'}): the layout is broken"
     bad = {tid: o for tid, o in outcomes.items() if o.outcome not in ("passed", "skipped")}
-    assert not bad, (f"the unmutated solutions/{prefix}_*.py fails tests in the mutation layout, so the mutants' "
-                     f"failures prove nothing:\n{_summary(bad)}")
+    assert not bad, (
+        f"the unmutated solutions/{prefix}_*.py fails tests in the mutation layout, so the mutants' "
+        f"failures prove nothing:\n{_summary(bad)}"
+    )
     assert any(o.outcome == "passed" for o in outcomes.values()), f"the control of {prefix} passed no test"
 
 
-@pytest.mark.parametrize("prefix, name", [(m[0], m[1]) for m in _all_mutants()],
-                         ids=[f"{m[0]}-{_slug(m[1])}" for m in _all_mutants()])
+@pytest.mark.parametrize(
+    "prefix, name", [(m[0], m[1]) for m in _all_mutants()], ids=[f"{m[0]}-{_slug(m[1])}" for m in _all_mutants()]
+)
 def test_the_tests_catch_the_mutant(graded, prefix, name):
     folder = graded["folders"].get((prefix, name))
     assert folder is not None, f"mutant {prefix}::{name} was not graded (see test_mutants_are_well_formed)"
     outcomes = graded["by_folder"].get(folder)
-    assert outcomes, (f"mutant {prefix}::{name}: no test was collected for it "
-                      f"({'; '.join(graded['notes']) or 'no note'})")
+    assert outcomes, (
+        f"mutant {prefix}::{name}: no test was collected for it ({'; '.join(graded['notes']) or 'no note'})"
+    )
     lost = [tid for tid, o in outcomes.items() if o.outcome not in ("passed", "skipped")]
     if lost:  # shown with ``pytest -s``: which test caught the mutant, and why
         why = " ".join((outcomes[lost[0]].msg or "").split())[:160]
         print(f"\n{prefix}::{name} caught by {lost[0].split('::', 1)[-1]}: {why}")
     assert lost, (
         f"mutant {prefix}::{name} (mutants/{prefix}.py) scored full marks on test_{prefix}_*.py: the tests accept "
-        f"this wrong solution. Add a test for the docstring's promise it breaks.\n{_summary(outcomes)}")
+        f"this wrong solution. Add a test for the docstring's promise it breaks.\n{_summary(outcomes)}"
+    )

@@ -81,14 +81,19 @@ def test_format(path):
     for heading in ("## Learning objectives", "## Recap", "## Interview questions"):
         assert re.search(rf"^{heading}", markdown, re.M), f"missing section {heading!r}"
     code = _code(nb)
-    assert code[0].source == INSTALL_CELL, "the first code cell is moe_tf.course.notebook.INSTALL_CELL (installs moe-tf in Colab)"
+    assert code[0].source == INSTALL_CELL, (
+        "the first code cell is moe_tf.course.notebook.INSTALL_CELL (installs moe-tf in Colab)"
+    )
     assert any("nb.setup(" in c.source for c in code[:3]), "one of the first code cells calls nb.setup(...)"
     last_markdown = _markdown(nb)[-1]
     assert "## Interview questions" in last_markdown, "interview questions close the notebook"
 
 
-@pytest.mark.skipif(not ANSWERS.is_dir(), reason="no solutions/notebooks/ (a student copy of the course leaves the "
-                                                 "answers out): the interview answers are checked in the full course")
+@pytest.mark.skipif(
+    not ANSWERS.is_dir(),
+    reason="no solutions/notebooks/ (a student copy of the course leaves the "
+    "answers out): the interview answers are checked in the full course",
+)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_every_interview_question_has_an_answer(path):
     questions = _questions(_read(path))
@@ -121,8 +126,10 @@ def test_committed_outputs_come_from_a_clean_full_run(path):
 def test_cleaning_rewrites_this_machines_paths():
     """`nbrun.clean` turns this machine's absolute paths into portable ones (tests/course/test_docs.py fails on any left)."""
     home, repo = Path.home(), nbrun.REPO
-    text = (f"defined @ /opt/venv/lib/python3.11/site-packages/keras/core.py:43\n"
-            f"saved {repo}/notebooks/runs/x.png, cache {home}/.keras/datasets; {repo}-old and https://a.org{repo} kept\n")
+    text = (
+        f"defined @ /opt/venv/lib/python3.11/site-packages/keras/core.py:43\n"
+        f"saved {repo}/notebooks/runs/x.png, cache {home}/.keras/datasets; {repo}-old and https://a.org{repo} kept\n"
+    )
     assert nbrun.clean_text(text) == (
         "defined @ <site-packages>/keras/core.py:43\n"
         f"saved <repo>/notebooks/runs/x.png, cache ~/.keras/datasets; {repo}-old and https://a.org{repo} kept\n"

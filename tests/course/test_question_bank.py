@@ -43,7 +43,11 @@ ISSUE_TOPICS = {
     "loss weight choice": ["balance-loss-weight"],
     "sequence vs batch balance": ["sequence-vs-batch-balance"],
     "aux-loss-free bias": ["aux-loss-free-bias"],
-    "capacity, token dropping, batch-dependent outputs": ["capacity-factor", "token-dropping", "batch-dependent-outputs"],
+    "capacity, token dropping, batch-dependent outputs": [
+        "capacity-factor",
+        "token-dropping",
+        "batch-dependent-outputs",
+    ],
     "expert choice and decoders": ["expert-choice-and-decoders"],
     "Soft MoE": ["soft-moe"],
     "z-loss and float32 routers": ["z-loss-and-float32-router"],
@@ -179,7 +183,11 @@ def test_the_rendered_links_resolve_from_the_page():
 def test_check_command_exits_zero():
     result = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "question_bank.py"), "check"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 problems" in result.stdout
@@ -194,13 +202,26 @@ def _mini_bank(tmp_path):
     questions = {
         "topics": [{"id": "gating", "title": "Gating"}],
         "questions": [
-            {"id": "top-k", "topic": "gating", "en": "What is top-k?", "zh": "什么是top-k？",
-             "seeds": ["000#1"], "notebook": "notebooks/lesson.md#2-top-k-gates-renormalised",
-             "exercise": "exercises/ex01.py::gate"},
+            {
+                "id": "top-k",
+                "topic": "gating",
+                "en": "What is top-k?",
+                "zh": "什么是top-k？",
+                "seeds": ["000#1"],
+                "notebook": "notebooks/lesson.md#2-top-k-gates-renormalised",
+                "exercise": "exercises/ex01.py::gate",
+            },
         ],
     }
-    answers = {"answers": {"top-k": {"answer": "Keep the k largest gates.", "wrong": "Keep k random experts.",
-                                     "evidence": ["exercises/ex01.py::ANSWER"]}}}
+    answers = {
+        "answers": {
+            "top-k": {
+                "answer": "Keep the k largest gates.",
+                "wrong": "Keep k random experts.",
+                "evidence": ["exercises/ex01.py::ANSWER"],
+            }
+        }
+    }
     (tmp_path / "exercises" / "question_bank.yaml").write_text(yaml.safe_dump(questions, allow_unicode=True))
     (tmp_path / "solutions" / "question_bank_answers.yaml").write_text(yaml.safe_dump(answers, allow_unicode=True))
     return questions, answers
@@ -311,7 +332,7 @@ def test_an_answer_that_opens_with_a_list_gets_its_label_on_a_line_of_its_own(tm
         ("1. Top-k gates on a worked example", "1-top-k-gates-on-a-worked-example"),
         ("01 · Mixture of experts from scratch", "01--mixture-of-experts-from-scratch"),
         ('"MoE reduces the parameter count"', "moe-reduces-the-parameter-count"),
-        ("7. The `Dense(1, activation=\"softmax\")` trap", "7-the-dense1-activationsoftmax-trap"),
+        ('7. The `Dense(1, activation="softmax")` trap', "7-the-dense1-activationsoftmax-trap"),
         ("专家 (expert)", "专家-expert"),
     ],
 )
@@ -337,14 +358,25 @@ def test_seed_parser_reads_each_layout(tmp_path):
         (tmp_path / name).write_text(text, encoding="utf-8")
     items = qb.seed_items(tmp_path)
     assert items == {
-        "000#1": "MoE模型的背景是什么？", "000#2": "核心思想？",
-        "001#code": "源代码详细实现", "001#FAQ1": "适用吗？", "001#FAQ2": "如何选择？",
-        "002#1": "请介绍MoE。", "002#code1": "实现MoE。", "002#2": "价值？",
-        "003#A1": "原理？", "003#code1": "写分类器。", "003#1": "概念？",
-        "004#1": "概念？", "004#4": "编写MoE。",
+        "000#1": "MoE模型的背景是什么？",
+        "000#2": "核心思想？",
+        "001#code": "源代码详细实现",
+        "001#FAQ1": "适用吗？",
+        "001#FAQ2": "如何选择？",
+        "002#1": "请介绍MoE。",
+        "002#code1": "实现MoE。",
+        "002#2": "价值？",
+        "003#A1": "原理？",
+        "003#code1": "写分类器。",
+        "003#1": "概念？",
+        "004#1": "概念？",
+        "004#4": "编写MoE。",
     }
     sections = qb.seed_sections(tmp_path)
-    assert {k: v for k, v in sections.items() if k.startswith("001")} == {"001§5.1": "环境", "001§5.2": "源代码详细实现"}
+    assert {k: v for k, v in sections.items() if k.startswith("001")} == {
+        "001§5.1": "环境",
+        "001§5.2": "源代码详细实现",
+    }
     assert sections["002§1"] == "概念" and sections["004§4"] == "编写MoE。"
     (tmp_path / "004_e.txt").unlink()
     with pytest.raises(FileNotFoundError, match="004"):
@@ -356,7 +388,12 @@ def test_seed_parser_reads_each_layout(tmp_path):
 def _cli(*args, stdin=""):
     return subprocess.run(
         [sys.executable, str(ROOT / "tools" / "question_bank.py"), *args],
-        input=stdin, capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
     )
 
 

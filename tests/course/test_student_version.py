@@ -20,8 +20,10 @@ sys.path.insert(0, str(REPO / "tools"))
 import student_version
 
 pytestmark = [
-    pytest.mark.skipif(not student_version.is_git_checkout(REPO),
-                       reason="not a git checkout (a student copy has no .git): nothing to copy from"),
+    pytest.mark.skipif(
+        not student_version.is_git_checkout(REPO),
+        reason="not a git checkout (a student copy has no .git): nothing to copy from",
+    ),
     pytest.mark.xdist_group("student_version"),  # one worker under pytest-xdist: the module fixture is expensive
 ]
 
@@ -79,8 +81,9 @@ def _run_in(dest: Path, *args: str) -> subprocess.CompletedProcess:
     # The copy's own moe_tf (cwd first on sys.path), not this checkout's.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_")) and k != "PYTHONPATH"}
     env.update(PYTHONDONTWRITEBYTECODE="1", TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, *args], cwd=dest, env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, *args], cwd=dest, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def _untracked_hint() -> str:
@@ -90,8 +93,18 @@ def _untracked_hint() -> str:
 
 def test_the_notebook_checks_pass_or_skip_in_the_copy(copy):
     dest = copy[0]
-    proc = _run_in(dest, "-m", "pytest", "-q", "tests/course/test_notebooks.py", "-k", "format or answer",
-                   "-p", "no:cacheprovider", "-rs")
+    proc = _run_in(
+        dest,
+        "-m",
+        "pytest",
+        "-q",
+        "tests/course/test_notebooks.py",
+        "-k",
+        "format or answer",
+        "-p",
+        "no:cacheprovider",
+        "-rs",
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out + _untracked_hint()
     summary = proc.stdout.strip().splitlines()[-1]
@@ -107,8 +120,15 @@ def test_the_question_bank_checks_pass_or_skip_in_the_copy(copy):
     assert proc.returncode == 0, out + _untracked_hint()
     assert "failed" not in proc.stdout.strip().splitlines()[-1], out
     assert "student version: no solutions/" in out, out
-    quiz = subprocess.run([sys.executable, "tools/question_bank.py", "quiz", "--topic", "myths"], cwd=dest,
-                          input="\n", capture_output=True, text=True, timeout=60, check=False)
+    quiz = subprocess.run(
+        [sys.executable, "tools/question_bank.py", "quiz", "--topic", "myths"],
+        cwd=dest,
+        input="\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert quiz.returncode == 0, quiz.stdout + quiz.stderr
     assert "the answers are not in the student version" in quiz.stdout, quiz.stdout
 
@@ -129,11 +149,10 @@ def installed(tmp_path_factory):
     as a plain path (its `.pth` files, the editable install among them, are not processed), so
     `import moe_tf` there finds the wheel's copy in site-packages, as after `pip install moe-tf`.
     """
+    import shutil
     import site
     import sysconfig
     import venv
-
-    import shutil
 
     root = tmp_path_factory.mktemp("wheel")
     source = root / "source"  # what the build reads, copied: building writes build/ and *.egg-info next to it
@@ -141,19 +160,42 @@ def installed(tmp_path_factory):
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copyfile(REPO / name, source / name)
     shutil.copytree(REPO / "moe_tf", source / "moe_tf", ignore=shutil.ignore_patterns("__pycache__"))
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(root / "dist"), str(source)], capture_output=True, text=True, timeout=300)
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(root / "dist"),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stdout + built.stderr
     wheel = next((root / "dist").glob("moe_tf-*.whl"))
     env_dir = root / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)
     python = env_dir / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     here = [p for p in {sysconfig.get_paths()["purelib"], *site.getsitepackages()} if os.path.isdir(p)]
     Path(purelib, "zz_course_deps.pth").write_text("\n".join(here) + "\n")
-    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
-                           "-q", str(wheel)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return env_dir
 
@@ -161,15 +203,27 @@ def installed(tmp_path_factory):
 def _moe_grade(env_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_")) and k != "PYTHONPATH"}
     env.update(PYTHONDONTWRITEBYTECODE="1", TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([str(env_dir / "bin" / "moe-grade"), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600, check=False)
+    return subprocess.run(
+        [str(env_dir / "bin" / "moe-grade"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def test_moe_grade_from_an_installed_wheel_grades_the_student_copy(copy, installed, tmp_path):
     """`pip install moe-tf` puts the package in site-packages: the grader finds the course from the cwd."""
     dest = copy[0]
-    where = subprocess.run([str(installed / "bin" / "python"), "-c", "import moe_tf; print(moe_tf.__file__)"],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    where = subprocess.run(
+        [str(installed / "bin" / "python"), "-c", "import moe_tf; print(moe_tf.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert str(installed) in where.stdout, f"the venv must import the wheel's moe_tf: {where.stdout}{where.stderr}"
 
     inside = _moe_grade(installed, dest / "exercises", "--exercise", "ex01")  # cwd: a folder inside the course
@@ -178,7 +232,8 @@ def test_moe_grade_from_an_installed_wheel_grades_the_student_copy(copy, install
     assert f"Grading {dest / 'exercises'}" in inside.stdout, out
     total = next(line for line in inside.stdout.splitlines() if line.startswith("total"))
     assert "passed" in total and total.split()[2] == "/" and total.split()[1] != total.split()[3], (
-        f"the untouched stubs must not score full marks: {total}")
+        f"the untouched stubs must not score full marks: {total}"
+    )
 
     outside = _moe_grade(installed, tmp_path)  # no course here, and the package is not in one
     assert outside.returncode == 2, outside.stdout + outside.stderr

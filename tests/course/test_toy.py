@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from _helpers import np_softmax
 
 from moe_tf.course.toy import PiecewiseLinear, grid
-from _helpers import np_softmax
 
 
 @pytest.mark.parametrize("continuous", [False, True])

@@ -41,8 +41,9 @@ def load_exercise(config: pytest.Config, name: str):
     key = str(path)
     if key not in _CACHE:
         if not path.is_file():
-            pytest.fail(f"{path} is missing: copy it back from the course repository's exercises/ folder.",
-                        pytrace=False)
+            pytest.fail(
+                f"{path} is missing: copy it back from the course repository's exercises/ folder.", pytrace=False
+            )
         spec = importlib.util.spec_from_file_location(f"_graded_{name}", path)
         module = importlib.util.module_from_spec(spec)
         # The exercise folder goes on sys.path so an exercise may import a sibling module.
@@ -75,8 +76,10 @@ def ex(request):
 def pytest_configure(config):
     config.addinivalue_line("markers", "points(n): how many points the test is worth when it passes")
     config.addinivalue_line(
-        "markers", "timeout_s(s): the test's time limit under moe-grade, in seconds (default 10; "
-                   "points(n, timeout_s=s) works too)")
+        "markers",
+        "timeout_s(s): the test's time limit under moe-grade, in seconds (default 10; "
+        "points(n, timeout_s=s) works too)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -87,8 +90,10 @@ def pytest_collection_modifyitems(config, items):
     folder = exercises_dir(config)
     if folder == REPO / "solutions" and not folder.is_dir():
         # A student copy (tools/student_version.py) has no solutions/: nothing to grade them against.
-        skip = pytest.mark.skip(reason=f"--solutions: no solutions/ folder in {REPO} (a student copy of the course "
-                                       "leaves the reference solutions out); grade your exercises/ without --solutions")
+        skip = pytest.mark.skip(
+            reason=f"--solutions: no solutions/ folder in {REPO} (a student copy of the course "
+            "leaves the reference solutions out); grade your exercises/ without --solutions"
+        )
         for item in items:
             if here in Path(item.fspath).parents:
                 item.add_marker(skip)

@@ -27,7 +27,9 @@ def test_softmax_values(ex):
     got = _np(ex.softmax(logits))
     assert got.shape == (3, 3), f"softmax must keep the shape [batch, E] = (3, 3); got {got.shape}"
     np.testing.assert_allclose(
-        got[0], [0.09003057, 0.24472847, 0.66524096], rtol=1e-5,
+        got[0],
+        [0.09003057, 0.24472847, 0.66524096],
+        rtol=1e-5,
         err_msg="softmax([1, 2, 3]) should be about [0.0900, 0.2447, 0.6652] (softmax over the LAST axis)",
     )
     np.testing.assert_allclose(got.sum(axis=-1), 1.0, rtol=1e-6, err_msg="every row of a softmax must sum to 1")
@@ -70,10 +72,13 @@ def test_softmax_gate(ex):
     x = np.array([[1.0, 2.0], [0.0, -1.0], [3.0, 0.5]])
     w_gate = np.array([[1.0, -1.0, 0.0], [0.5, 0.0, -2.0]])
     got = _np(ex.softmax_gate(x, w_gate))
-    assert got.shape == (3, 3), f"softmax_gate of x [3, 2] and w_gate [2, 3] must be [batch, E] = (3, 3); got {got.shape}"
+    assert got.shape == (3, 3), (
+        f"softmax_gate of x [3, 2] and w_gate [2, 3] must be [batch, E] = (3, 3); got {got.shape}"
+    )
     np.testing.assert_allclose(
         _np(ex.softmax_gate(np.array([[1.0, 2.0]]), np.array([[1.0, -1.0], [0.0, 0.0]]))),
-        [[0.88079708, 0.11920292]], rtol=1e-5,
+        [[0.88079708, 0.11920292]],
+        rtol=1e-5,
         err_msg="softmax_gate([[1, 2]], [[1, -1], [0, 0]]): logits [1, -1] -> gates [0.8808, 0.1192]",
     )
     np.testing.assert_allclose(got, _ref_softmax(x @ w_gate), rtol=1e-5, atol=1e-7)
@@ -88,21 +93,33 @@ def test_dense_mixture_example(ex):
     got = _np(ex.dense_mixture(x, w_gate, kernels))
     assert got.shape == (1, 1), f"dense_mixture output must be [batch, d_out] = (1, 1); got {got.shape}"
     np.testing.assert_allclose(
-        got, [[1.11920292]], rtol=1e-5,
+        got,
+        [[1.11920292]],
+        rtol=1e-5,
         err_msg="gates [0.8808, 0.1192], expert outputs [1, 2]: y = 0.8808 * 1 + 0.1192 * 2 = 1.1192",
     )
     biases = np.array([[10.0], [-10.0]])
     np.testing.assert_allclose(
-        _np(ex.dense_mixture(x, w_gate, kernels, biases)), [[1.11920292 + 10 * (0.88079708 - 0.11920292)]],
-        rtol=1e-5, err_msg="with expert_biases, expert i outputs x @ W_i + b_i (expected 8.7352)",
+        _np(ex.dense_mixture(x, w_gate, kernels, biases)),
+        [[1.11920292 + 10 * (0.88079708 - 0.11920292)]],
+        rtol=1e-5,
+        err_msg="with expert_biases, expert i outputs x @ W_i + b_i (expected 8.7352)",
     )
 
 
 @pytest.mark.points(2)
-@settings(max_examples=15, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=15,
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(
-    batch=st.integers(1, 4), d=st.integers(1, 4), num_experts=st.integers(2, 5), d_out=st.integers(1, 3),
+    batch=st.integers(1, 4),
+    d=st.integers(1, 4),
+    num_experts=st.integers(2, 5),
+    d_out=st.integers(1, 3),
     seed=st.integers(0, 2**16),
 )
 def test_dense_mixture_matches_reference(ex, batch, d, num_experts, d_out, seed):
@@ -125,11 +142,20 @@ def test_one_logit_gate(ex):
         got = _np(ex.one_logit_gate(z))
     assert got.shape == (5, 2), f"one_logit_gate of 5 logits must be [batch, 2] = (5, 2); got {got.shape}"
     assert np.all(np.isfinite(got)), "one_logit_gate(+-1000) returned inf/NaN: compute the sigmoid stably"
-    np.testing.assert_allclose(got[:2], [[0.5, 0.5], [0.88079708, 0.11920292]], rtol=1e-5,
-                               err_msg="one_logit_gate(0) = [0.5, 0.5]; one_logit_gate(2) = [0.8808, 0.1192]")
+    np.testing.assert_allclose(
+        got[:2],
+        [[0.5, 0.5], [0.88079708, 0.11920292]],
+        rtol=1e-5,
+        err_msg="one_logit_gate(0) = [0.5, 0.5]; one_logit_gate(2) = [0.8808, 0.1192]",
+    )
     expected = _ref_softmax(np.stack([z, np.zeros_like(z)], axis=-1))
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7,
-                               err_msg="the gate must equal softmax([z, 0]) = [sigmoid(z), 1 - sigmoid(z)]")
+    np.testing.assert_allclose(
+        got,
+        expected,
+        rtol=1e-5,
+        atol=1e-7,
+        err_msg="the gate must equal softmax([z, 0]) = [sigmoid(z), 1 - sigmoid(z)]",
+    )
 
 
 @pytest.mark.points(1)
@@ -138,13 +164,20 @@ def test_softmax_any_leading_shape_and_input_untouched(ex):
     before = logits.copy()
     got = _np(ex.softmax(logits))
     np.testing.assert_array_equal(
-        logits, before, err_msg="softmax modified the caller's logits: subtract the max into a NEW array (z = z - m), "
-                                "never in place (z -= m changes the array the caller passed)",
+        logits,
+        before,
+        err_msg="softmax modified the caller's logits: subtract the max into a NEW array (z = z - m), "
+        "never in place (z -= m changes the array the caller passed)",
     )
     assert got.shape == (2, 3, 4), f"softmax keeps the shape [..., E]: (2, 3, 4) -> (2, 3, 4); got {got.shape}"
-    np.testing.assert_allclose(got, _ref_softmax(logits), rtol=1e-5, atol=1e-7,
-                               err_msg="softmax of a [2, 3, 4] array is taken over the LAST axis (the E experts) "
-                                       "of every row, whatever the leading axes")
+    np.testing.assert_allclose(
+        got,
+        _ref_softmax(logits),
+        rtol=1e-5,
+        atol=1e-7,
+        err_msg="softmax of a [2, 3, 4] array is taken over the LAST axis (the E experts) "
+        "of every row, whatever the leading axes",
+    )
 
 
 @pytest.mark.points(1)
@@ -156,10 +189,17 @@ def test_one_logit_gate_is_stable_without_overflow_warnings(ex):
         with np.errstate(over="raise", invalid="raise", divide="raise"):
             got = _np(ex.one_logit_gate(z))
     except FloatingPointError as err:
-        pytest.fail(f"one_logit_gate({z.tolist()}) overflowed ({err}): exp(1000) = inf even when the final "
-                    "value is right; compute it as softmax([z, 0]) with the max subtracted, or take exp of -|z| only",
-                    pytrace=False)
+        pytest.fail(
+            f"one_logit_gate({z.tolist()}) overflowed ({err}): exp(1000) = inf even when the final "
+            "value is right; compute it as softmax([z, 0]) with the max subtracted, or take exp of -|z| only",
+            pytrace=False,
+        )
     assert got.shape == (5, 2), f"one_logit_gate of 5 logits must be [batch, 2] = (5, 2); got {got.shape}"
     expected = _ref_softmax(np.stack([z, np.zeros_like(z)], axis=-1))
-    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-12,
-                               err_msg="the gate must equal [sigmoid(z), 1 - sigmoid(z)] for z = +-1000, +-750, 3")
+    np.testing.assert_allclose(
+        got,
+        expected,
+        rtol=1e-6,
+        atol=1e-12,
+        err_msg="the gate must equal [sigmoid(z), 1 - sigmoid(z)] for z = +-1000, +-750, 3",
+    )

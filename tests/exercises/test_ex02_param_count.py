@@ -8,8 +8,13 @@ from hypothesis import strategies as st
 
 EXERCISE = "ex02_param_count"
 
-_SETTINGS = settings(max_examples=30, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
-                     suppress_health_check=[HealthCheck.function_scoped_fixture])
+_SETTINGS = settings(
+    max_examples=30,
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 @pytest.mark.points(1)
@@ -36,12 +41,14 @@ def test_router_params(ex):
 def test_total_matches_a_real_keras_layer(ex, d, h, num_experts, k, d_out, use_bias, noise):
     from moe_tf.layers import MixtureOfExperts
 
-    layer = MixtureOfExperts(num_experts=num_experts, expert_units=h, k=k, output_units=d_out, use_bias=use_bias,
-                             noise=noise)
+    layer = MixtureOfExperts(
+        num_experts=num_experts, expert_units=h, k=k, output_units=d_out, use_bias=use_bias, noise=noise
+    )
     layer.build((None, d))
     expected = layer.count_params()
-    counts = ex.moe_param_counts(d, h, num_experts, k, d_out=d_out, use_bias=use_bias, router_bias=False,
-                                 noisy_router=noise == "gaussian")
+    counts = ex.moe_param_counts(
+        d, h, num_experts, k, d_out=d_out, use_bias=use_bias, router_bias=False, noisy_router=noise == "gaussian"
+    )
     assert set(counts) >= {"per_expert", "router", "total", "active"}, (
         f"moe_param_counts must return a dict with keys per_expert, router, total, active; got {sorted(counts)}"
     )
@@ -54,8 +61,14 @@ def test_total_matches_a_real_keras_layer(ex, d, h, num_experts, k, d_out, use_b
 
 @pytest.mark.points(2)
 @_SETTINGS
-@given(d=st.integers(1, 64), h=st.integers(1, 256), num_experts=st.integers(1, 16), data=st.data(),
-       use_bias=st.booleans(), gated=st.booleans())
+@given(
+    d=st.integers(1, 64),
+    h=st.integers(1, 256),
+    num_experts=st.integers(1, 16),
+    data=st.data(),
+    use_bias=st.booleans(),
+    gated=st.booleans(),
+)
 def test_active_is_router_plus_k_experts(ex, d, h, num_experts, data, use_bias, gated):
     k = data.draw(st.integers(1, num_experts), label="k")
     counts = ex.moe_param_counts(d, h, num_experts, k, use_bias=use_bias, gated=gated)
@@ -79,7 +92,9 @@ def test_flops_per_token(ex):
     # Top-1 costs what one dense FFN of the same width costs, plus the router: E x the parameters, not E x compute.
     d, h, num_experts = 512, 2048, 64
     extra = ex.moe_flops_per_token(d, h, num_experts, 1) - ex.ffn_flops_per_token(d, h)
-    assert extra == 2 * d * num_experts, f"top-1 MoE minus a dense FFN of the same width is the router, 2*d*E = {2 * d * num_experts}"
+    assert extra == 2 * d * num_experts, (
+        f"top-1 MoE minus a dense FFN of the same width is the router, 2*d*E = {2 * d * num_experts}"
+    )
 
 
 @pytest.mark.points(2)
@@ -156,11 +171,17 @@ def _raises_value_error(call, what):
 @pytest.mark.points(1)
 def test_invalid_k_raises(ex):
     for k in (0, 4):
-        _raises_value_error(lambda k=k: ex.moe_param_counts(d=4, h=8, num_experts=3, k=k),
-                            f"moe_param_counts with k={k} and num_experts=3 (k must be in [1, E])")
-        _raises_value_error(lambda k=k: ex.moe_flops_per_token(d=4, h=8, num_experts=3, k=k),
-                            f"moe_flops_per_token with k={k} and num_experts=3 (k must be in [1, E])")
+        _raises_value_error(
+            lambda k=k: ex.moe_param_counts(d=4, h=8, num_experts=3, k=k),
+            f"moe_param_counts with k={k} and num_experts=3 (k must be in [1, E])",
+        )
+        _raises_value_error(
+            lambda k=k: ex.moe_flops_per_token(d=4, h=8, num_experts=3, k=k),
+            f"moe_flops_per_token with k={k} and num_experts=3 (k must be in [1, E])",
+        )
     for k in (0, 8, 9):
-        _raises_value_error(lambda k=k: ex.split_shared_and_expert(46.7e9, 12.9e9, num_experts=8, k=k),
-                            f"split_shared_and_expert with k={k} and num_experts=8 (it needs 1 <= k < E: with k = E "
-                            "total = active and the two equations cannot be separated)")
+        _raises_value_error(
+            lambda k=k: ex.split_shared_and_expert(46.7e9, 12.9e9, num_experts=8, k=k),
+            f"split_shared_and_expert with k={k} and num_experts=8 (it needs 1 <= k < E: with k = E "
+            "total = active and the two equations cannot be separated)",
+        )

@@ -7,8 +7,13 @@ from hypothesis import strategies as st
 
 EXERCISE = "ex05_cv_losses"
 
-_SETTINGS = settings(max_examples=20, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
-                     suppress_health_check=[HealthCheck.function_scoped_fixture])
+_SETTINGS = settings(
+    max_examples=20,
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 CLEAN = np.array([[1.0, 0.0, 0.5]])
 NOISY = np.array([[1.0, 1.5, 0.5]])
@@ -68,8 +73,13 @@ def test_importance_and_importance_loss(ex):
 @pytest.mark.points(1)
 def test_normal_cdf(ex):
     got = _np(ex.normal_cdf(np.array([0.0, -1.0, 1.96, 8.0, -8.0])))
-    np.testing.assert_allclose(got, [0.5, 0.15865525, 0.9750021, 1.0, 6.22e-16], rtol=1e-4, atol=1e-12,
-                               err_msg="Phi(0) = 0.5, Phi(-1) = 0.1587, Phi(1.96) = 0.9750, Phi(8) = 1, Phi(-8) ~ 0")
+    np.testing.assert_allclose(
+        got,
+        [0.5, 0.15865525, 0.9750021, 1.0, 6.22e-16],
+        rtol=1e-4,
+        atol=1e-12,
+        err_msg="Phi(0) = 0.5, Phi(-1) = 0.1587, Phi(1.96) = 0.9750, Phi(8) = 1, Phi(-8) ~ 0",
+    )
 
 
 @pytest.mark.points(2)
@@ -77,15 +87,18 @@ def test_smooth_load_worked_example(ex):
     got = _np(ex.smooth_load(CLEAN, NOISY, STDDEV, 1))
     assert got.shape == (3,), f"smooth_load is one value per expert: expected shape (3,), got {got.shape}"
     np.testing.assert_allclose(
-        got, [0.30853754, 0.15865525, 0.15865525], rtol=1e-5,
+        got,
+        [0.30853754, 0.15865525, 0.15865525],
+        rtol=1e-5,
         err_msg="k=1, H = [1, 1.5, 0.5]: expert 1 is in the top 1, its bar is the 2nd largest H (1.0) -> Phi(0 - 1); "
-                "experts 0 and 2 must beat the largest H (1.5) -> Phi(1 - 1.5), Phi(0.5 - 1.5)",
+        "experts 0 and 2 must beat the largest H (1.5) -> Phi(1 - 1.5), Phi(0.5 - 1.5)",
     )
     got2 = _np(ex.smooth_load(np.vstack([CLEAN, CLEAN]), np.vstack([NOISY, NOISY]), np.full((2, 3), 2.0), 2))
     # k=2: experts 1 and 0 are in (bar = 3rd largest, 0.5); expert 2 is out (bar = 2nd largest, 1.0). Sum of 2 tokens.
     expected2 = 2 * np.array([0.59870633, 0.40129367, 0.40129367])
-    np.testing.assert_allclose(got2, expected2, rtol=1e-5,
-                               err_msg="k=2, stddev 2, two equal tokens: 2 * [Phi(0.25), Phi(-0.25), Phi(-0.25)]")
+    np.testing.assert_allclose(
+        got2, expected2, rtol=1e-5, err_msg="k=2, stddev 2, two equal tokens: 2 * [Phi(0.25), Phi(-0.25), Phi(-0.25)]"
+    )
 
 
 @pytest.mark.points(2)
@@ -122,9 +135,11 @@ def test_smooth_load_when_every_expert_is_chosen(ex):
         got = _np(ex.smooth_load(clean, noisy, stddev, k))
         assert got.shape == (3,), f"smooth_load is one value per expert: expected shape (3,), got {got.shape}"
         np.testing.assert_allclose(
-            got, [5.0, 5.0, 5.0], rtol=1e-9,
+            got,
+            [5.0, 5.0, 5.0],
+            rtol=1e-9,
             err_msg=f"k={k} >= E=3: every expert is always chosen, so Load_i = T = 5 for every expert "
-                    "(the docstring's special case: there is no (k+1)-th logit to compare with)",
+            "(the docstring's special case: there is no (k+1)-th logit to compare with)",
         )
 
 
@@ -135,14 +150,18 @@ def test_smooth_load_with_ties_in_the_noisy_logits(ex):
     # k=1, H = [2, 1, 1]: expert 0 is in (2 > 1), bar = 1; experts 1 and 2 tie with the 2nd largest: out, bar = 2.
     got = _np(ex.smooth_load(clean, np.array([[2.0, 1.0, 1.0]]), np.ones((1, 3)), 1))
     np.testing.assert_allclose(
-        got, [0.15865525, 0.02275013, 0.02275013], rtol=1e-5,
+        got,
+        [0.15865525, 0.02275013, 0.02275013],
+        rtol=1e-5,
         err_msg="k=1, clean 0, H = [2, 1, 1]: expert 0 must beat the 2nd largest H (1) -> Phi(-1); experts 1 and 2 "
-                "are not > the 2nd largest (they equal it), so their bar is the largest H (2) -> Phi(-2)",
+        "are not > the 2nd largest (they equal it), so their bar is the largest H (2) -> Phi(-2)",
     )
     # k=2, H = [1, 1, 0]: experts 0 and 1 are in (1 > 0), bar = 0; expert 2 equals the 3rd largest: out, bar = 1.
     got = _np(ex.smooth_load(clean, np.array([[1.0, 1.0, 0.0]]), np.ones((1, 3)), 2))
     np.testing.assert_allclose(
-        got, [0.5, 0.5, 0.15865525], rtol=1e-5,
+        got,
+        [0.5, 0.5, 0.15865525],
+        rtol=1e-5,
         err_msg="k=2, clean 0, H = [1, 1, 0]: experts 0 and 1 beat the 3rd largest (0) -> Phi(0); expert 2 equals "
-                "it, so it is out and must beat the 2nd largest (1) -> Phi(-1)",
+        "it, so it is out and must beat the 2nd largest (1) -> Phi(-1)",
     )

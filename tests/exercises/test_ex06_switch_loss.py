@@ -7,8 +7,13 @@ from hypothesis import strategies as st
 
 EXERCISE = "ex06_switch_loss"
 
-_SETTINGS = settings(max_examples=20, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
-                     suppress_health_check=[HealthCheck.function_scoped_fixture])
+_SETTINGS = settings(
+    max_examples=20,
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 PROBS = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.5, 0.4, 0.1], [0.2, 0.2, 0.6]])
 
@@ -33,10 +38,15 @@ def _loss(ex, probs, alpha):
 def test_fractions_and_mean_probs(ex):
     f = _np(ex.expert_fractions(PROBS))
     p = _np(ex.mean_router_probs(PROBS))
-    assert f.shape == (3,) and p.shape == (3,), f"f and P are one value per expert, shape (3,); got {f.shape}, {p.shape}"
-    np.testing.assert_allclose(f, [0.5, 0.25, 0.25], atol=1e-6,
-                               err_msg="top-1 experts are 0, 1, 0, 2 -> f = [2/4, 1/4, 1/4]")
-    np.testing.assert_allclose(p, [0.375, 0.35, 0.275], atol=1e-6, err_msg="P = mean over tokens = [0.375, 0.35, 0.275]")
+    assert f.shape == (3,) and p.shape == (3,), (
+        f"f and P are one value per expert, shape (3,); got {f.shape}, {p.shape}"
+    )
+    np.testing.assert_allclose(
+        f, [0.5, 0.25, 0.25], atol=1e-6, err_msg="top-1 experts are 0, 1, 0, 2 -> f = [2/4, 1/4, 1/4]"
+    )
+    np.testing.assert_allclose(
+        p, [0.375, 0.35, 0.275], atol=1e-6, err_msg="P = mean over tokens = [0.375, 0.35, 0.275]"
+    )
 
 
 @pytest.mark.points(1)
@@ -72,8 +82,12 @@ def test_alpha_is_not_a_lower_bound(ex):
 
 @pytest.mark.points(2)
 @_SETTINGS
-@given(num_tokens=st.integers(1, 16), num_experts=st.integers(1, 8), seed=st.integers(0, 2**16),
-       alpha=st.sampled_from([1e-2, 0.1, 1.0]))
+@given(
+    num_tokens=st.integers(1, 16),
+    num_experts=st.integers(1, 8),
+    seed=st.integers(0, 2**16),
+    alpha=st.sampled_from([1e-2, 0.1, 1.0]),
+)
 def test_matches_the_library(ex, num_tokens, num_experts, seed, alpha):
     from moe_tf.losses import switch_balance_loss as library_loss
 
@@ -100,21 +114,27 @@ def test_gradient_flows_only_through_p(ex):
     )
     expected = np.tile(0.01 * 3 * np.array([0.5, 0.25, 0.25]) / 4, (4, 1))
     np.testing.assert_allclose(
-        np.asarray(grad), expected, rtol=1e-5, atol=1e-9,
+        np.asarray(grad),
+        expected,
+        rtol=1e-5,
+        atol=1e-9,
         err_msg="d loss / d p[t, i] = alpha * N * f_i / T = [0.00375, 0.001875, 0.001875] for every token: "
-                "the gradient flows through P only (f is a count)",
+        "the gradient flows through P only (f is a count)",
     )
 
 
 @pytest.mark.points(1)
 def test_argmax_ties_go_to_the_lower_expert(ex):
-    probs = np.array([[0.25, 0.25, 0.5, 0.0], [0.4, 0.4, 0.1, 0.1], [0.1, 0.3, 0.3, 0.3], [0.5, 0.0, 0.0, 0.5]],
-                     dtype="float32")
+    probs = np.array(
+        [[0.25, 0.25, 0.5, 0.0], [0.4, 0.4, 0.1, 0.1], [0.1, 0.3, 0.3, 0.3], [0.5, 0.0, 0.0, 0.5]], dtype="float32"
+    )
     f = _np(ex.expert_fractions(probs))
     np.testing.assert_allclose(
-        f, [0.5, 0.25, 0.25, 0.0], atol=1e-6,
+        f,
+        [0.5, 0.25, 0.25, 0.0],
+        atol=1e-6,
         err_msg="top-1 experts with ties broken towards the LOWER index: 2, 0 (0.4 = 0.4), 1 (of three 0.3s), "
-                "0 (0.5 = 0.5), so f = [2/4, 1/4, 1/4, 0]",
+        "0 (0.5 = 0.5), so f = [2/4, 1/4, 1/4, 0]",
     )
     p = probs.mean(axis=0)
     assert _loss(ex, probs, 1.0) == pytest.approx(4 * float(np.dot([0.5, 0.25, 0.25, 0.0], p)), rel=1e-5), (

@@ -254,8 +254,9 @@ def test_forward_loss_counts_every_choice_before_capacity(ex):
     for k in (1, 2):
         _, loss = ex.masked_moe_forward(x, mask, router, w_in, w_out, k=k, capacity=1)  # capacity 1 drops many
         indices = np.argsort(-logits, axis=-1, kind="stable")[:, :k]
-        expected = float(switch_balance_loss(probs.astype(np.float32), np.eye(EXPERTS)[indices],
-                                             mask=mask.astype(np.float32)))
+        expected = float(
+            switch_balance_loss(probs.astype(np.float32), np.eye(EXPERTS)[indices], mask=mask.astype(np.float32))
+        )
         assert np.isclose(float(loss), expected, atol=1e-5), (
             f"k={k}, capacity 1: the loss must be E * sum_i f_i P_i with f_i the fraction of the real tokens' k "
             f"router choices (before capacity, dropped ones included) and P_i the real tokens' mean softmax "

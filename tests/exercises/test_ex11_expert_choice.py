@@ -169,8 +169,14 @@ def test_capacity_is_an_exact_python_int(ex):
     """c = ceil(n * k / e) computed exactly (no float round-off), capped at n, returned as a Python int in [0, n]."""
     # 1.1 * 100 / 2 is 55.00000000000001 in floating point (in every order of the operations): a float ceil
     # gives 56. The same for 1.1 * 50 / 5 and 1.1 * 150 / 3. n = 0 tokens gives 0.
-    cases = [((100, 2, 1.1), 55), ((50, 5, 1.1), 11), ((150, 3, 1.1), 55), ((0, 4, 2), 0), ((3, 8, 0.5), 1),
-             ((5, 1, 2), 5)]
+    cases = [
+        ((100, 2, 1.1), 55),
+        ((50, 5, 1.1), 11),
+        ((150, 3, 1.1), 55),
+        ((0, 4, 2), 0),
+        ((3, 8, 0.5), 1),
+        ((5, 1, 2), 5),
+    ]
     for (n, e, k), expected in cases:
         got = ex.expert_choice_capacity(n, e, k)
         assert isinstance(got, int) and not isinstance(got, bool), (

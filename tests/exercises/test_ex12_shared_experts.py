@@ -199,7 +199,8 @@ def test_fine_grained_config_rejects_an_indivisible_hidden_width(ex):
             ex.fine_grained_config(8, 1, hidden, m)
             pytest.fail(
                 f"fine_grained_config(8, 1, hidden={hidden}, m={m}) must raise ValueError: {hidden} is not divisible "
-                f"by {m}, so the segments would not have equal integer widths", pytrace=False
+                f"by {m}, so the segments would not have equal integer widths",
+                pytrace=False,
             )
 
 

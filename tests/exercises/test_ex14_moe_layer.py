@@ -91,7 +91,9 @@ def _check_route(ex, k):
     x = _x()
     gates, indices, probs = (np.asarray(v) for v in layer.route(x))
     kernel = np.asarray(layer.weights[0])
-    np.testing.assert_allclose(probs, _softmax(x @ kernel), atol=1e-5, err_msg="probs must be softmax(x @ router_kernel)")
+    np.testing.assert_allclose(
+        probs, _softmax(x @ kernel), atol=1e-5, err_msg="probs must be softmax(x @ router_kernel)"
+    )
     expected, top = _expected_gates(probs, k)
     assert gates.shape == (16, 4) and indices.shape == (16, k), f"gates {gates.shape}, indices {indices.shape}"
     assert np.all((gates > 0).sum(-1) == k), "each token must have exactly k non-zero gates"
@@ -112,8 +114,12 @@ def test_output_is_gate_weighted_sum_of_experts(ex):
     layer.set_weights([router, w1, b1, w2, b2])
     x = _x(dim=d, seed=2)
     expected, _ = _expected_gates(_softmax(x @ router), 2)
-    np.testing.assert_allclose(np.asarray(layer(x)), expected, atol=1e-5,
-                               err_msg="y[t] must be sum_e gates[t, e] * expert_e(x[t]), with gates zero outside the top k")
+    np.testing.assert_allclose(
+        np.asarray(layer(x)),
+        expected,
+        atol=1e-5,
+        err_msg="y[t] must be sum_e gates[t, e] * expert_e(x[t]), with gates zero outside the top k",
+    )
 
 
 @pytest.mark.points(2)
@@ -123,8 +129,10 @@ def test_balance_loss_is_added_and_follows_routing(ex):
     layer = _built(ex, dim=d, num_experts=E, expert_units=8, k=1, balance_loss_weight=alpha)
     x = np.abs(_x(dim=d, seed=3)) + 0.1  # positive inputs
     weights = layer.get_weights()
-    for name, router in [("random", np.random.default_rng(4).normal(size=(d, E))),
-                         ("collapsed", np.tile([[3.0, 0.0, 0.0, 0.0]], (d, 1)))]:
+    for name, router in [
+        ("random", np.random.default_rng(4).normal(size=(d, E))),
+        ("collapsed", np.tile([[3.0, 0.0, 0.0, 0.0]], (d, 1))),
+    ]:
         layer.set_weights([router.astype("float32")] + weights[1:])
         layer(x)
         assert len(layer.losses) == 1, (
@@ -133,8 +141,12 @@ def test_balance_loss_is_added_and_follows_routing(ex):
         )
         probs = _softmax(x @ router.astype("float32"))
         expected = alpha * _switch_loss(probs, probs.argmax(-1)[:, None], E)
-        np.testing.assert_allclose(float(layer.losses[0]), expected, rtol=1e-4,
-                                   err_msg=f"{name} router: loss must be balance_loss_weight * E * sum_i f_i P_i")
+        np.testing.assert_allclose(
+            float(layer.losses[0]),
+            expected,
+            rtol=1e-4,
+            err_msg=f"{name} router: loss must be balance_loss_weight * E * sum_i f_i P_i",
+        )
         if name == "collapsed":
             assert expected > 0.9 * alpha * E  # everything on expert 0: loss near alpha * E
 
@@ -150,13 +162,19 @@ def test_balance_loss_is_added_and_follows_routing(ex):
 @pytest.mark.points(1)
 def test_get_config_round_trip(ex):
     """from_config(get_config()) rebuilds an identical layer; with the same weights it computes the same outputs."""
-    layer = ex.MoELayer(num_experts=3, expert_units=5, k=2, output_units=4, activation="tanh",
-                        balance_loss_weight=0.03, name="moe_rt")
+    layer = ex.MoELayer(
+        num_experts=3, expert_units=5, k=2, output_units=4, activation="tanh", balance_loss_weight=0.03, name="moe_rt"
+    )
     x = _x(8, 6, seed=5)
     y = np.asarray(layer(x))
     config = layer.get_config()
-    for key, value in [("num_experts", 3), ("expert_units", 5), ("k", 2), ("output_units", 4),
-                       ("balance_loss_weight", 0.03)]:
+    for key, value in [
+        ("num_experts", 3),
+        ("expert_units", 5),
+        ("k", 2),
+        ("output_units", 4),
+        ("balance_loss_weight", 0.03),
+    ]:
         assert config.get(key) == value, f"get_config()[{key!r}] should be {value!r}, got {config.get(key)!r}"
     clone = ex.MoELayer.from_config(config)
     clone.build((None, 6))
@@ -196,8 +214,9 @@ def test_trains_on_mnist(ex):
     assert x_train.shape == (TRAIN_SIZE, 784) and x_test.shape == (TEST_SIZE, 784)
     keras.utils.set_random_seed(0)
     model = ex.build_classifier(784, 10)
-    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     start = time.perf_counter()
     model.fit(x_train, y_train, epochs=EPOCHS, batch_size=BATCH_SIZE, verbose=0)
     seconds = time.perf_counter() - start
@@ -206,7 +225,9 @@ def test_trains_on_mnist(ex):
         f"test accuracy {accuracy:.3f} < {MIN_TEST_ACCURACY} after {EPOCHS} epochs: check the gates (top-k, "
         "sum to 1), that the experts really differ, and that the router is trained"
     )
-    assert seconds <= MAX_TRAIN_SECONDS, f"training took {seconds:.1f} s (> {MAX_TRAIN_SECONDS} s): avoid Python loops in call"
+    assert seconds <= MAX_TRAIN_SECONDS, (
+        f"training took {seconds:.1f} s (> {MAX_TRAIN_SECONDS} s): avoid Python loops in call"
+    )
 
 
 @pytest.mark.points(1)
@@ -217,8 +238,11 @@ def test_invalid_configuration_raises_value_error(ex):
     for kwargs in [dict(num_experts=2, k=3), dict(num_experts=4, k=0), dict(num_experts=0, k=1)]:
         with pytest.raises(ValueError):
             ex.MoELayer(expert_units=4, **kwargs)
-            pytest.fail(f"MoELayer({kwargs}) must raise ValueError: k must be in [1, num_experts] and num_experts >= 1 "
-                        "(top_k would fail later, or silently route nowhere)", pytrace=False)
+            pytest.fail(
+                f"MoELayer({kwargs}) must raise ValueError: k must be in [1, num_experts] and num_experts >= 1 "
+                "(top_k would fail later, or silently route nowhere)",
+                pytrace=False,
+            )
 
 
 def _reference_layer(x, weights, k, activation):
@@ -236,15 +260,24 @@ def test_activation_argument_is_used(ex):
     rng = np.random.default_rng(8)
     weights = [rng.normal(size=s).astype("float32") for s in [(d, E), (E, d, h), (E, h), (E, h, o), (E, o)]]
     x = _x(7, d, seed=9)
-    for activation, fn in [("tanh", np.tanh), (keras.activations.sigmoid, lambda z: 1 / (1 + np.exp(-z))),
-                           ("relu", lambda z: np.maximum(z, 0.0))]:
+    for activation, fn in [
+        ("tanh", np.tanh),
+        (keras.activations.sigmoid, lambda z: 1 / (1 + np.exp(-z))),
+        ("relu", lambda z: np.maximum(z, 0.0)),
+    ]:
         layer = _built(ex, dim=d, num_experts=E, expert_units=h, k=2, output_units=o, activation=activation)
         layer.set_weights(weights)
         expected = _reference_layer(x, weights, 2, fn)
         name = activation if isinstance(activation, str) else "keras.activations.sigmoid"
-        np.testing.assert_allclose(np.asarray(layer(x)), expected, atol=1e-5, err_msg=(
-            f"with activation={name!r} the experts must compute act(x @ w1[e] + b1[e]) @ w2[e] + b2[e]: the "
-            "activation argument (a name or a callable) must be used, not a fixed relu"))
+        np.testing.assert_allclose(
+            np.asarray(layer(x)),
+            expected,
+            atol=1e-5,
+            err_msg=(
+                f"with activation={name!r} the experts must compute act(x @ w1[e] + b1[e]) @ w2[e] + b2[e]: the "
+                "activation argument (a name or a callable) must be used, not a fixed relu"
+            ),
+        )
 
 
 @pytest.mark.points(2)
@@ -268,9 +301,15 @@ def test_balance_loss_counts_all_k_choices(ex):
             hint = f" (that is k = {k} times too large: divide the counts by T*k, not by T)"
         elif np.isclose(got, first_choice_only, rtol=1e-4):
             hint = " (that counts only each token's first choice)"
-        np.testing.assert_allclose(got, expected, rtol=1e-4, err_msg=(
-            f"k={k}: loss must be balance_loss_weight * E * sum_i f_i P_i with f_i the fraction of the T*k "
-            f"(token, choice) assignments that went to expert i; expected {expected:.6f}, got {got:.6f}{hint}"))
+        np.testing.assert_allclose(
+            got,
+            expected,
+            rtol=1e-4,
+            err_msg=(
+                f"k={k}: loss must be balance_loss_weight * E * sum_i f_i P_i with f_i the fraction of the T*k "
+                f"(token, choice) assignments that went to expert i; expected {expected:.6f}, got {got:.6f}{hint}"
+            ),
+        )
 
 
 @pytest.mark.points(1)
@@ -288,8 +327,12 @@ def test_router_runs_in_float32_under_mixed_precision(ex):
     )
     kernel = np.asarray(layer.weights[0])
     expected = _softmax(x.astype("float16").astype("float32") @ kernel)
-    np.testing.assert_allclose(np.asarray(probs), expected, atol=1e-6, err_msg=(
-        "probs must be softmax(float32(x) @ router_kernel) computed in float32 (float16 round-off is ~1e-3)"))
+    np.testing.assert_allclose(
+        np.asarray(probs),
+        expected,
+        atol=1e-6,
+        err_msg=("probs must be softmax(float32(x) @ router_kernel) computed in float32 (float16 round-off is ~1e-3)"),
+    )
     y = layer(x.astype("float16"))
     assert tuple(y.shape) == (16, 6) and np.all(np.isfinite(np.asarray(y, dtype=np.float32)))
     assert np.isfinite(float(layer.losses[0])), "the balance loss must be finite under mixed precision"

@@ -24,6 +24,7 @@ def _mix(outputs, gates):
 
 # -- A: the selector ----------------------------------------------------------------
 
+
 @pytest.mark.points(1)
 def test_A_selector_outputs_a_distribution_over_experts(ex):
     """Exhibit A: softmax over a single unit is always 1; the selector must score every expert."""
@@ -39,15 +40,22 @@ def test_A_selector_outputs_a_distribution_over_experts(ex):
 
 # -- B: fusion -----------------------------------------------------------------------
 
+
 @pytest.mark.points(1)
 def test_B_fusion_with_the_seeds_shapes_gives_the_weighted_sum(ex):
     """Exhibit B: with B = d = E = 2 the seed's fusion runs silently and mixes along the wrong axes."""
     outputs = [np.array([[1.0, 2.0], [3.0, 4.0]], "float32"), np.array([[10.0, 20.0], [30.0, 40.0]], "float32")]
     weights = np.array([[0.9, 0.1], [0.2, 0.8]], "float32")
     got = np.asarray(ex.fusion([tf.constant(o) for o in outputs], tf.constant(weights)))
-    np.testing.assert_allclose(got, _mix(outputs, weights), rtol=1e-5, err_msg=(
-        "fusion must return y[b] = sum_e weights[b, e] * outputs[e][b]; multiplying [E, B, d] by [B, E] "
-        "broadcasts the weights over the feature axis instead"))
+    np.testing.assert_allclose(
+        got,
+        _mix(outputs, weights),
+        rtol=1e-5,
+        err_msg=(
+            "fusion must return y[b] = sum_e weights[b, e] * outputs[e][b]; multiplying [E, B, d] by [B, E] "
+            "broadcasts the weights over the feature axis instead"
+        ),
+    )
 
 
 @pytest.mark.points(1)
@@ -61,6 +69,7 @@ def test_B_fusion_works_for_any_shape(ex):
 
 
 # -- C: seed 001's concat + mean -----------------------------------------------------
+
 
 @pytest.mark.points(1)
 def test_C_seed001_output_is_a_softmax_gated_mixture(ex):
@@ -78,6 +87,7 @@ def test_C_seed001_output_is_a_softmax_gated_mixture(ex):
 
 # -- D: seed 003's gateless classifier -----------------------------------------------
 
+
 @pytest.mark.points(2)
 def test_D_classifier_has_a_working_gate(ex):
     """Exhibit D: an input-dependent gate decides which expert the head sees."""
@@ -94,11 +104,16 @@ def test_D_classifier_has_a_working_gate(ex):
     for chosen, bias in [(0, [30.0, -30.0]), (1, [-30.0, 30.0])]:
         gate.set_weights([kernel, np.array(bias, "float32")])
         expected = np.asarray(head(model.get_layer(f"expert_{chosen}")(x)))
-        np.testing.assert_allclose(np.asarray(model(x)), expected, atol=1e-5, err_msg=(
-            f"with the gate forced onto expert_{chosen}, the model must equal head(expert_{chosen}(x))"))
+        np.testing.assert_allclose(
+            np.asarray(model(x)),
+            expected,
+            atol=1e-5,
+            err_msg=(f"with the gate forced onto expert_{chosen}, the model must equal head(expert_{chosen}(x))"),
+        )
 
 
 # -- E: seed 004's torch.mean ---------------------------------------------------------
+
 
 @pytest.mark.points(1)
 def test_E_seed004_uses_the_gates(ex):
@@ -107,8 +122,13 @@ def test_E_seed004_uses_the_gates(ex):
     outputs = [rng.normal(size=(6, 1)).astype("float32") for _ in range(5)]
     gates = _softmax(3 * rng.normal(size=(6, 5))).astype("float32")
     got = np.asarray(ex.seed004_forward([tf.constant(o) for o in outputs], tf.constant(gates)))
-    np.testing.assert_allclose(got, _mix(outputs, gates), rtol=1e-4, atol=1e-6, err_msg=(
-        "the output must be sum_e gates[:, e] * outputs[e], not the plain mean of the experts"))
+    np.testing.assert_allclose(
+        got,
+        _mix(outputs, gates),
+        rtol=1e-4,
+        atol=1e-6,
+        err_msg=("the output must be sum_e gates[:, e] * outputs[e], not the plain mean of the experts"),
+    )
 
 
 @pytest.mark.points(1)
@@ -124,25 +144,35 @@ def test_E_router_gets_a_gradient(ex):
 
 # -- F: the inclusive cumsum ----------------------------------------------------------
 
+
 @pytest.mark.points(1)
 def test_F_an_expert_keeps_exactly_capacity_tokens(ex):
     """Exhibit F: 6 tokens all on expert 0 with capacity 3: slots 0, 1, 2 are used, 3 tokens kept."""
     positions, keep = ex.capacity_positions(tf.constant([0, 0, 0, 0, 0, 0]), 2, 3)
     positions, keep = np.asarray(positions), np.asarray(keep)
-    np.testing.assert_array_equal(positions, [0, 1, 2, 3, 4, 5], err_msg=(
-        "the first token sent to an expert must get slot 0 (an inclusive cumsum starts at 1)"))
-    np.testing.assert_array_equal(keep, [1, 1, 1, 0, 0, 0], err_msg=(
-        f"capacity 3 must keep exactly 3 tokens, kept {int(keep.sum())}: one slot per expert is lost"))
+    np.testing.assert_array_equal(
+        positions,
+        [0, 1, 2, 3, 4, 5],
+        err_msg=("the first token sent to an expert must get slot 0 (an inclusive cumsum starts at 1)"),
+    )
+    np.testing.assert_array_equal(
+        keep,
+        [1, 1, 1, 0, 0, 0],
+        err_msg=(f"capacity 3 must keep exactly 3 tokens, kept {int(keep.sum())}: one slot per expert is lost"),
+    )
 
 
 @pytest.mark.points(1)
 def test_F_balanced_routing_at_capacity_drops_nothing(ex):
     """Exhibit F: 8 tokens, 4 experts, 2 each, capacity 2 (capacity factor 1): nothing may be dropped."""
     _, keep = ex.capacity_positions(tf.constant([0, 1, 2, 3, 3, 2, 1, 0]), 4, 2)
-    assert float(np.sum(keep)) == 8, f"balanced routing at capacity factor 1 dropped {8 - float(np.sum(keep)):.0f} tokens"
+    assert float(np.sum(keep)) == 8, (
+        f"balanced routing at capacity factor 1 dropped {8 - float(np.sum(keep)):.0f} tokens"
+    )
 
 
 # -- G: gates in the dispatch tensor ----------------------------------------------------
+
 
 def _g_inputs():
     expert_index = tf.constant([0, 1, 0, 1])
@@ -172,11 +202,16 @@ def test_G_nonlinear_expert_sees_the_raw_token(ex):
     expert_in = tf.einsum("tec,td->ecd", tf.cast(dispatch, tf.float32), x)
     y = np.asarray(tf.einsum("tec,ecd->td", tf.cast(combine, tf.float32), tf.square(expert_in)))
     gate = np.array([0.9, 0.6, 0.3, 0.0], "float32")[:, None]
-    np.testing.assert_allclose(y, gate * np.square(np.asarray(x)), rtol=1e-5, err_msg=(
-        "the experts received gate * x: the gate is applied twice"))
+    np.testing.assert_allclose(
+        y,
+        gate * np.square(np.asarray(x)),
+        rtol=1e-5,
+        err_msg=("the experts received gate * x: the gate is applied twice"),
+    )
 
 
 # -- H: dropped tokens -----------------------------------------------------------------
+
 
 @pytest.mark.points(1)
 def test_H_dropped_tokens_output_zero(ex):
@@ -187,11 +222,17 @@ def test_H_dropped_tokens_output_zero(ex):
     keep = tf.constant([1.0, 0.0, 1.0])
     y = np.asarray(ex.combine_top1(tokens, expert_outputs, gate, keep))
     np.testing.assert_allclose(y[[0, 2]], [[5.0, 5.0], [5.0, 5.0]], err_msg="kept tokens: gate * expert output")
-    np.testing.assert_array_equal(y[1], [0.0, 0.0], err_msg=(
-        f"a dropped token returned {y[1]} (gate * x?); after the residual it becomes (1 + gate) * x instead of x"))
+    np.testing.assert_array_equal(
+        y[1],
+        [0.0, 0.0],
+        err_msg=(
+            f"a dropped token returned {y[1]} (gate * x?); after the residual it becomes (1 + gate) * x instead of x"
+        ),
+    )
 
 
 # -- I: the forgotten add_loss ----------------------------------------------------------
+
 
 def _collapsed_router(ex, alpha):
     """A router that sends all 64 tokens to expert 0 (feature 0 is a constant 1 with a large weight on expert 0)."""
@@ -237,6 +278,7 @@ def test_I_training_on_the_losses_rebalances_a_collapsed_router(ex):
 
 # -- further symptoms: each exhibit fixed at its cause, not at the symptom the first tests show ---------------
 
+
 @pytest.mark.points(1)
 def test_B_fusion_uses_the_weights_as_given(ex):
     """Exhibit B: y[b] = sum_e weights[b, e] * outputs[e][b] for any weights, normalised or not (B=3, E=2, d=4)."""
@@ -244,9 +286,16 @@ def test_B_fusion_uses_the_weights_as_given(ex):
     outputs = [rng.normal(size=(3, 4)).astype("float32") for _ in range(2)]
     weights = np.array([[2.0, 0.5], [0.0, 3.0], [1.0, 1.0]], "float32")  # rows do not sum to 1
     got = np.asarray(ex.fusion([tf.constant(o) for o in outputs], tf.constant(weights)))
-    np.testing.assert_allclose(got, _mix(outputs, weights), rtol=1e-5, atol=1e-6, err_msg=(
-        "fusion must compute sum_e weights[b, e] * outputs[e][b] with the weights exactly as given (the docstring's "
-        "formula): normalising or softmaxing them inside fusion changes the answer"))
+    np.testing.assert_allclose(
+        got,
+        _mix(outputs, weights),
+        rtol=1e-5,
+        atol=1e-6,
+        err_msg=(
+            "fusion must compute sum_e weights[b, e] * outputs[e][b] with the weights exactly as given (the docstring's "
+            "formula): normalising or softmaxing them inside fusion changes the answer"
+        ),
+    )
 
 
 @pytest.mark.points(1)
@@ -261,8 +310,12 @@ def test_C_extreme_logits_select_their_expert(ex):
         f"large logits gave {got.tolist()}: exp(200) overflows float32, and inf / inf is NaN; use a stable softmax "
         "(tf.nn.softmax subtracts the row maximum)"
     )
-    np.testing.assert_allclose(got, expected, atol=1e-6, err_msg=(
-        "logits (200, 0), (0, -200), (-1000, 1000) put all the weight on experts 0, 0, 1"))
+    np.testing.assert_allclose(
+        got,
+        expected,
+        atol=1e-6,
+        err_msg=("logits (200, 0), (0, -200), (-1000, 1000) put all the weight on experts 0, 0, 1"),
+    )
 
 
 @pytest.mark.points(1)
@@ -272,11 +325,17 @@ def test_F_positions_count_per_expert(ex):
     assert tf.as_dtype(positions.dtype) == tf.int32 and tf.as_dtype(keep.dtype) == tf.float32, (
         f"positions must be int32 and keep float32 (as documented); got {positions.dtype} and {keep.dtype}"
     )
-    np.testing.assert_array_equal(np.asarray(positions), [0, 0, 1, 2, 1, 0], err_msg=(
-        "expert_index [1, 0, 1, 1, 0, 2]: expert 1 gets tokens 0, 2, 3 (slots 0, 1, 2), expert 0 tokens 1, 4 "
-        "(slots 0, 1), expert 2 token 5 (slot 0)"))
-    np.testing.assert_array_equal(np.asarray(keep), [1, 1, 1, 0, 1, 1], err_msg=(
-        "capacity 2: only token 3 (slot 2 of expert 1) is dropped"))
+    np.testing.assert_array_equal(
+        np.asarray(positions),
+        [0, 0, 1, 2, 1, 0],
+        err_msg=(
+            "expert_index [1, 0, 1, 1, 0, 2]: expert 1 gets tokens 0, 2, 3 (slots 0, 1, 2), expert 0 tokens 1, 4 "
+            "(slots 0, 1), expert 2 token 5 (slot 0)"
+        ),
+    )
+    np.testing.assert_array_equal(
+        np.asarray(keep), [1, 1, 1, 0, 1, 1], err_msg=("capacity 2: only token 3 (slot 2 of expert 1) is dropped")
+    )
 
 
 @pytest.mark.points(2)
@@ -287,9 +346,14 @@ def test_H_garbage_in_dropped_rows_does_not_leak(ex):
     gate = tf.constant([0.5, 0.7, 0.25, 0.9])
     keep = tf.constant([1.0, 0.0, 1.0, 0.0])
     y = np.asarray(ex.combine_top1(tokens, expert_outputs, gate, keep))
-    np.testing.assert_array_equal(y[[1, 3]], np.zeros((2, 2)), err_msg=(
-        f"dropped tokens whose expert rows hold inf and NaN returned {y[[1, 3]].tolist()}: multiplying garbage by "
-        "keep = 0 gives NaN (0 * inf); select the kept rows (tf.where) so nothing from a dropped row leaks"))
+    np.testing.assert_array_equal(
+        y[[1, 3]],
+        np.zeros((2, 2)),
+        err_msg=(
+            f"dropped tokens whose expert rows hold inf and NaN returned {y[[1, 3]].tolist()}: multiplying garbage by "
+            "keep = 0 gives NaN (0 * inf); select the kept rows (tf.where) so nothing from a dropped row leaks"
+        ),
+    )
     np.testing.assert_allclose(y[[0, 2]], [[5.0, 5.0], [5.0, 5.0]], err_msg="kept tokens: gate * expert output")
     # With finite garbage: a dropped token gives the router no gradient, and the tokens none at all.
     expert_outputs = tf.constant([[10.0, 10.0], [99.0, -99.0], [20.0, 20.0], [5.0, 5.0]])
@@ -298,9 +362,14 @@ def test_H_garbage_in_dropped_rows_does_not_leak(ex):
     with tf.GradientTape() as tape:
         total = tf.reduce_sum(ex.combine_top1(tokens, expert_outputs, gate, keep))
     grad_gate, grad_tokens = tape.gradient(total, [gate, tokens])
-    np.testing.assert_allclose(np.asarray(grad_gate), [20.0, 0.0, 40.0, 0.0], err_msg=(
-        "d(sum y)/d gate must be the expert output's sum for kept tokens and 0 for dropped ones: no expert processed "
-        "a dropped token, so the router must not learn from it"))
+    np.testing.assert_allclose(
+        np.asarray(grad_gate),
+        [20.0, 0.0, 40.0, 0.0],
+        err_msg=(
+            "d(sum y)/d gate must be the expert output's sum for kept tokens and 0 for dropped ones: no expert processed "
+            "a dropped token, so the router must not learn from it"
+        ),
+    )
     assert grad_tokens is None or np.allclose(np.asarray(grad_tokens), 0.0), (
         "the layer's output must not depend on the tokens directly (the residual around the layer carries them)"
     )

@@ -56,7 +56,9 @@ def test_multiple_choice(ex, name):
     letter = str(value).strip().lower()
     assert letter in ("a", "b", "c", "d"), f"{name} must be one of 'a', 'b', 'c', 'd'; got {value!r}"
     digest = hashlib.sha256(f"moe-tf:{name}:{letter}".encode()).hexdigest()
-    assert digest == CHOICE_HASHES[name], f"{name} = {letter!r} is not the right answer: reread the question and the paper"
+    assert digest == CHOICE_HASHES[name], (
+        f"{name} = {letter!r} is not the right answer: reread the question and the paper"
+    )
 
 
 @pytest.mark.points(1)

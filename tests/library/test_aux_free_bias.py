@@ -12,12 +12,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _helpers import np_softmax, rand
 from keras import ops
 
 from moe_tf import MixtureOfExperts, TopKRouter
 from moe_tf.routing import top_k_choices
-
-from _helpers import np_softmax, rand
 
 
 @pytest.fixture(autouse=True)
@@ -100,8 +99,9 @@ def test_zero_bias_routes_like_the_unbiased_router(k, renormalize):
     biased.kernel.assign(plain.kernel)
     a, b = plain(x), biased(x)  # inference: the bias stays 0
     for key in ("indices", "gates", "keep", "probs"):
-        np.testing.assert_allclose(ops.convert_to_numpy(getattr(b, key)), ops.convert_to_numpy(getattr(a, key)),
-                                   rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(getattr(b, key)), ops.convert_to_numpy(getattr(a, key)), rtol=1e-6, atol=1e-7
+        )
     np.testing.assert_array_equal(biased.selection_bias.numpy(), np.zeros(5))
 
 
@@ -143,8 +143,9 @@ def test_a_uniform_bias_changes_nothing():
     router.selection_bias.assign(np.full(4, 0.7, "float32"))
     after = router(x)
     for key in ("indices", "gates"):
-        np.testing.assert_allclose(ops.convert_to_numpy(getattr(after, key)), ops.convert_to_numpy(getattr(before, key)),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(getattr(after, key)), ops.convert_to_numpy(getattr(before, key)), rtol=1e-6
+        )
 
 
 def test_bias_gets_no_gradient_and_router_kernel_does():
@@ -198,7 +199,7 @@ def test_bias_moves_a_skewed_router_to_balance():
         loads.append(np.bincount(indices.reshape(-1), minlength=E) / indices.size)
         bias = np_update(bias, indices, E, gamma)
         np.testing.assert_allclose(router.selection_bias.numpy(), bias, atol=1e-5)
-    first, last = loads[0].max() * E, np.mean([l.max() for l in loads[-20:]]) * E
+    first, last = loads[0].max() * E, np.mean([load.max() for load in loads[-20:]]) * E
     assert first > 1.6, f"at the start experts 0 and 1 take most tokens (max load near E/k = 2); got {first}"
     assert last < 1.25, f"after 120 updates the max load should be near 1 (balanced); got {last:.3f}"
     b = router.selection_bias.numpy()
@@ -289,7 +290,10 @@ def test_save_and_load_keeps_the_bias(tmp_path):
     "kwargs,pattern",
     [
         (dict(k=2, bias_update_rate=-0.1), r"`bias_update_rate`.*received bias_update_rate=-0\.1"),
-        (dict(k=None, bias_update_rate=1e-3), r"`bias_update_rate`.*integer `k`.*received bias_update_rate=0\.001 with k=None"),
+        (
+            dict(k=None, bias_update_rate=1e-3),
+            r"`bias_update_rate`.*integer `k`.*received bias_update_rate=0\.001 with k=None",
+        ),
         (dict(k=2, bias_update_rate=float("inf")), r"`bias_update_rate`.*received bias_update_rate=inf"),
     ],
 )

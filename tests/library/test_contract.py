@@ -21,12 +21,14 @@ stays in the per-layer test files.
 """
 
 import json
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _helpers import rand
 from keras import ops
 
 from moe_tf.layers import (
@@ -41,8 +43,6 @@ from moe_tf.layers import (
     TopKRouter,
 )
 from moe_tf.transformer import TransformerBlock
-
-from _helpers import rand
 
 B, L, D, E, H = 4, 6, 8, 4, 8  # batch, sequence, width, experts, expert units
 LENGTHS = (6, 4, 1, 3)  # real tokens per sequence in the padding tests: one full, one a single token
@@ -101,15 +101,27 @@ CONFIGS = {
     "soft-moe-normalized": Config(lambda: SoftMoE(E, H, normalize=True, name="moe"), has_losses=False),
     "moe-layer-topk": Config(lambda: MoELayer(TopKRouter(E, k=2), expert_units=H, capacity_factor=1.5, name="moe")),
     "moe-layer-expert-choice": Config(
-        lambda: MoELayer(ExpertChoiceRouter(E, capacity_factor=2.0), expert_units=H, balance_loss=None,
-                         z_loss_weight=1e-3, name="moe")
+        lambda: MoELayer(
+            ExpertChoiceRouter(E, capacity_factor=2.0),
+            expert_units=H,
+            balance_loss=None,
+            z_loss_weight=1e-3,
+            name="moe",
+        )
     ),
     "moe-layer-soft": Config(
-        lambda: MoELayer(SoftRouter(E, slots_per_expert=2), expert_units=H, balance_loss=None, z_loss_weight=1e-3,
-                         num_shared_experts=1, name="moe")
+        lambda: MoELayer(
+            SoftRouter(E, slots_per_expert=2),
+            expert_units=H,
+            balance_loss=None,
+            z_loss_weight=1e-3,
+            num_shared_experts=1,
+            name="moe",
+        )
     ),
-    "linear-experts": Config(lambda: LinearExpertsMoE(E, 3, k=2, capacity_factor=1.5, seed=0, name="moe"),
-                             rank=2, masks=False),
+    "linear-experts": Config(
+        lambda: LinearExpertsMoE(E, 3, k=2, capacity_factor=1.5, seed=0, name="moe"), rank=2, masks=False
+    ),
     "transformer-block-switch": Config(_block, pads_zero=False, moe=lambda block: block.ffn),
 }
 
@@ -209,8 +221,13 @@ def test_padding_changes_no_real_output_and_outputs_zero(config):
     garbage = np.where(mask[..., None], x, rand(B, L, D, seed=5, low=-1e3, high=1e3))
     y = _np(layer(x, mask=mask, training=False))
     y_garbage = _np(layer(garbage, mask=mask, training=False))
-    np.testing.assert_allclose(y_garbage[mask], y[mask], rtol=1e-5, atol=1e-5,
-                               err_msg="a real token's output depends on what the padding holds")
+    np.testing.assert_allclose(
+        y_garbage[mask],
+        y[mask],
+        rtol=1e-5,
+        atol=1e-5,
+        err_msg="a real token's output depends on what the padding holds",
+    )
     if config.pads_zero:
         assert np.all(y[~mask] == 0.0) and np.all(y_garbage[~mask] == 0.0), "padding must output exactly 0"
     else:  # the Transformer block: padding queries still attend and pass LayerNorm, by design
@@ -257,22 +274,30 @@ BAD_ARGUMENTS = {
     "MixtureOfExperts-dispatch": (lambda: MixtureOfExperts(E, H, k=2, dispatch="scatter"), "dispatch"),
     "MixtureOfExperts-noise": (lambda: MixtureOfExperts(E, H, k=2, noise="uniform"), "noise"),
     "MixtureOfExperts-balance_loss": (lambda: MixtureOfExperts(E, H, k=2, balance_loss="gshard"), "balance_loss"),
-    "MixtureOfExperts-bias_update_rate": (lambda: MixtureOfExperts(E, H, k=None, bias_update_rate=1e-3),
-                                          "bias_update_rate"),
+    "MixtureOfExperts-bias_update_rate": (
+        lambda: MixtureOfExperts(E, H, k=None, bias_update_rate=1e-3),
+        "bias_update_rate",
+    ),
     "SharedExpertsMoE-k": (lambda: SharedExpertsMoE(E, H, k=E + 1), "k"),
-    "SharedExpertsMoE-num_shared_experts": (lambda: SharedExpertsMoE(E, H, k=2, num_shared_experts=-1),
-                                            "num_shared_experts"),
+    "SharedExpertsMoE-num_shared_experts": (
+        lambda: SharedExpertsMoE(E, H, k=2, num_shared_experts=-1),
+        "num_shared_experts",
+    ),
     "ExpertChoiceMoE-num_experts": (lambda: ExpertChoiceMoE(0, H), "num_experts"),
     "ExpertChoiceMoE-capacity_factor": (lambda: ExpertChoiceMoE(E, H, capacity_factor=-1.0), "capacity_factor"),
     "SoftMoE-expert_units": (lambda: SoftMoE(E, 0), "expert_units"),
     "SoftMoE-slots_per_expert": (lambda: SoftMoE(E, H, slots_per_expert=0), "slots_per_expert"),
     "MoELayer-router": (lambda: MoELayer("top2", expert_units=H), "router"),
     "MoELayer-expert_units": (lambda: MoELayer(TopKRouter(E, k=2), expert_units=0), "expert_units"),
-    "MoELayer-capacity_factor": (lambda: MoELayer(ExpertChoiceRouter(E), expert_units=H, capacity_factor=1.0,
-                                                  balance_loss=None), "capacity_factor"),
+    "MoELayer-capacity_factor": (
+        lambda: MoELayer(ExpertChoiceRouter(E), expert_units=H, capacity_factor=1.0, balance_loss=None),
+        "capacity_factor",
+    ),
     "MoELayer-balance_loss": (lambda: MoELayer(SoftRouter(E), expert_units=H), "balance_loss"),
-    "MoELayer-num_shared_experts": (lambda: MoELayer(TopKRouter(E, k=2), expert_units=H, num_shared_experts=-1),
-                                    "num_shared_experts"),
+    "MoELayer-num_shared_experts": (
+        lambda: MoELayer(TopKRouter(E, k=2), expert_units=H, num_shared_experts=-1),
+        "num_shared_experts",
+    ),
     "TopKRouter-k": (lambda: TopKRouter(E, k=0), "k"),
     "ExpertChoiceRouter-capacity_factor": (lambda: ExpertChoiceRouter(E, capacity_factor=0.0), "capacity_factor"),
     "SoftRouter-slots_per_expert": (lambda: SoftRouter(E, slots_per_expert=0), "slots_per_expert"),

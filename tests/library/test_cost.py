@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 
+from moe_tf.cost import model_cost
 from moe_tf.layers import (
     ExpertChoiceMoE,
     LayerCost,
@@ -20,7 +21,6 @@ from moe_tf.layers import (
     SharedExpertsMoE,
     SoftMoE,
 )
-from moe_tf.cost import model_cost
 from moe_tf.transformer import TokenAndPositionEmbedding, TransformerBlock
 
 
@@ -98,19 +98,24 @@ def _imdb_transformer(kind):
     """Notebook 07's classifier: 20,000-token vocabulary, 128 tokens, d = 32, 2 heads, FFN 128."""
     inputs = keras.Input((128,), dtype="int32")
     h = TokenAndPositionEmbedding(20_000, 128, 32)(inputs)
-    ffn = {"dense": dict(ffn_units=128),
-           "switch": dict(ffn=MixtureOfExperts(8, 128, k=1, capacity_factor=1.25, noise="jitter")),
-           "top2": dict(ffn=MixtureOfExperts(16, 64, k=2, capacity_factor=1.25))}[kind]
+    ffn = {
+        "dense": dict(ffn_units=128),
+        "switch": dict(ffn=MixtureOfExperts(8, 128, k=1, capacity_factor=1.25, noise="jitter")),
+        "top2": dict(ffn=MixtureOfExperts(16, 64, k=2, capacity_factor=1.25)),
+    }[kind]
     h = TransformerBlock(2, **ffn)(h)
     h = keras.layers.GlobalAveragePooling1D()(h)
     return keras.Model(inputs, keras.layers.Dense(2)(h))
 
 
-@pytest.mark.parametrize("kind, total, active, flops", [
-    ("dense", 656_866, 656_866, 5_243_008),
-    ("switch", 715_586, 657_122, 5_308_544),
-    ("top2", 716_098, 657_410, 5_374_080),
-])
+@pytest.mark.parametrize(
+    "kind, total, active, flops",
+    [
+        ("dense", 656_866, 656_866, 5_243_008),
+        ("switch", 715_586, 657_122, 5_308_544),
+        ("top2", 716_098, 657_410, 5_374_080),
+    ],
+)
 def test_model_cost_of_notebook_07s_models(kind, total, active, flops):
     """The numbers notebook 07 printed from its own hand count, now from `model_cost` alone."""
     model = _imdb_transformer(kind)

@@ -162,8 +162,9 @@ def test_split_indices_properties():
     assert all(np.array_equal(a, b) for a, b in zip((train, val, test), again))
     other = _common.split_indices(100, 30, validation_size=20, seed=4)
     assert not np.array_equal(val, other[1])
-    sub_train, sub_val, sub_test = _common.split_indices(100, 30, validation_size=20, train_size=10, test_size=7,
-                                                         seed=3)
+    sub_train, sub_val, sub_test = _common.split_indices(
+        100, 30, validation_size=20, train_size=10, test_size=7, seed=3
+    )
     assert np.array_equal(sub_val, val)  # subsets never change the validation set
     assert len(sub_train) == 10 and set(sub_train) <= set(train)
     assert len(sub_test) == 7 and len(set(sub_test)) == 7 and np.all(np.diff(sub_test) > 0)
@@ -315,8 +316,9 @@ def test_ngrams_view_is_train_fitted_tfidf(data_dir):
     assert "testonlyword" not in vocab
     # The sparse matrix equals the vectorizer's dense output.
     texts = load_imdb_text(validation_size=10)
-    np.testing.assert_allclose(tf.sparse.to_dense(x_test).numpy(), np.asarray(data.vectorizer(texts.test[0])),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        tf.sparse.to_dense(x_test).numpy(), np.asarray(data.vectorizer(texts.test[0])), rtol=1e-6
+    )
     # tf-idf by hand: count * log(1 + N / (1 + document frequency)), N = training documents only.
     docs = [t.lower().split() for t in texts.train[0]]
     df = sum("film" in d for d in docs)
@@ -553,13 +555,18 @@ def test_cli_bad_arguments_exit_2(argv, capsys):
 # --------------------------------------------------------------------------- real data
 
 
-@pytest.mark.skipif(not REAL_DATA_DIR, reason="set MOE_TF_DATA_DIR to a folder with the real datasets "
-                                              "(python -m moe_tf.data download DIR) to run this test")
+@pytest.mark.skipif(
+    not REAL_DATA_DIR,
+    reason="set MOE_TF_DATA_DIR to a folder with the real datasets "
+    "(python -m moe_tf.data download DIR) to run this test",
+)
 def test_real_datasets_counts_and_balance():
     (x_train, y_train), (x_val, y_val), (x_test, _y_test) = load_mnist(data_dir=REAL_DATA_DIR)
     assert (len(x_train), len(x_val), len(x_test)) == (55000, 5000, 10000)
-    assert np.array_equal(np.bincount(np.concatenate([y_train, y_val]), minlength=10),
-                          [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])
+    assert np.array_equal(
+        np.bincount(np.concatenate([y_train, y_val]), minlength=10),
+        [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
+    )
     assert np.bincount(y_val, minlength=10).min() > 350  # every digit is in the validation set
     (t_train, l_train), (t_val, l_val), (t_test, l_test) = load_imdb_text(data_dir=REAL_DATA_DIR)
     assert (len(t_train), len(t_val), len(t_test)) == (22500, 2500, 25000)

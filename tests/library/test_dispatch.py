@@ -17,7 +17,6 @@ from moe_tf.layers import Experts
 from moe_tf.plan import SlotPlan
 from moe_tf.routing import capacity_positions, top_k_gates
 
-
 IMPLEMENTATIONS = [einsum_dispatch, gather_dispatch]
 
 
@@ -38,8 +37,9 @@ def route(logits, k, capacity, token_mask=None, mask_weights=True):
 def run_dispatch(dispatch_fn, tokens, indices, positions, weights, keep, experts, num_experts, capacity):
     """`dispatch_fn` on the `SlotPlan` of these routing arrays (dispatches read neither probs nor logits)."""
     zeros = tf.zeros((tf.shape(indices)[0], num_experts))  # [T, E]: gives the plan its E
-    plan = SlotPlan(indices=indices, gates=weights, keep=keep, positions=positions, capacity=capacity,
-                    probs=zeros, logits=zeros)
+    plan = SlotPlan(
+        indices=indices, gates=weights, keep=keep, positions=positions, capacity=capacity, probs=zeros, logits=zeros
+    )
     return dispatch_fn(tokens, plan, experts)
 
 
@@ -166,7 +166,9 @@ def test_einsum_and_gather_dispatch_agree(case):
     np.testing.assert_allclose(out_gather, expected, atol=1e-5, err_msg="gather dispatch vs per-slot reference")
 
 
-def _outputs_and_grads(dispatch_fn, tokens, weights, indices, positions, keep, experts, num_experts, capacity, cotangent):
+def _outputs_and_grads(
+    dispatch_fn, tokens, weights, indices, positions, keep, experts, num_experts, capacity, cotangent
+):
     """Output and the gradients of `sum(out * cotangent)` w.r.t. tokens, weights and the experts' kernel."""
     with tf.GradientTape() as tape:
         tape.watch([tokens, weights, experts.kernel])
@@ -198,7 +200,9 @@ def test_gather_dispatch_gradients_equal_the_einsum_dispatch(case, jit):
     want = _outputs_and_grads(einsum_dispatch, *args)
     got = run(gather_dispatch, *args)
     for name, a, b in zip(("output", "d tokens", "d weights", "d expert kernel"), want, got):
-        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5, err_msg=f"{name}: gather != einsum")
+        np.testing.assert_allclose(
+            np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5, err_msg=f"{name}: gather != einsum"
+        )
     dropped = np.asarray(keep).sum(-1) == 0  # tokens with no slot at all
     assert np.all(np.asarray(got[1])[dropped] == 0.0), "a fully dropped token gets exactly zero gradient"
 

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _helpers import rand
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from keras import ops
@@ -11,8 +12,6 @@ from keras import ops
 from moe_tf import MixtureOfExperts
 from moe_tf.dispatch import DISPATCH_OPTIONS, dropless_block_size, dropless_layout
 from moe_tf.layers import Experts
-
-from _helpers import rand
 
 PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -165,7 +164,9 @@ def test_layout_blocks_hold_one_expert_and_rows_are_unique(tokens, num_experts, 
     kept_rows = rows[kept]
     assert len(set(kept_rows.tolist())) == kept_rows.size, "each assignment gets its own row"
     assert np.all(kept_rows < num_rows)
-    np.testing.assert_array_equal(block_experts[kept_rows // block], indices[kept], err_msg="a row's block is its expert's")
+    np.testing.assert_array_equal(
+        block_experts[kept_rows // block], indices[kept], err_msg="a row's block is its expert's"
+    )
     # Within an expert, rows follow the queue: all first choices, then second choices, in token order.
     for e in range(num_experts):
         queue = [(j, t) for j in range(k) for t in range(tokens) if kept[t, j] and indices[t, j] == e]
@@ -206,7 +207,7 @@ def test_dropless_computes_about_k_T_rows_not_E_T():
 
     layer.experts.call = spy
     layer(rand(512, 4, seed=0))
-    (blocks, block, _), = seen
+    ((blocks, block, _),) = seen
     assert blocks * block <= 2 * 512 + 64 * block < 64 * 512 / 8, f"dropless ran {blocks * block} rows for k*T = 1024"
 
 

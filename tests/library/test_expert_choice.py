@@ -9,11 +9,10 @@ autoregressive decoding, for masks, saving and XLA.
 import keras
 import numpy as np
 import pytest
+from _helpers import np_softmax, rand
 
 from moe_tf import ExpertChoiceMoE, MixtureOfExperts
 from moe_tf.layers import expert_choice_capacity
-
-from _helpers import np_softmax, rand
 
 
 @pytest.fixture(autouse=True)

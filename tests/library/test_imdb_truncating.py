@@ -51,8 +51,9 @@ def test_pre_keeps_the_last_tokens_and_post_the_first(data_dir):  # noqa: F811
 
 def test_pre_as_dataset(data_dir):  # noqa: F811
     pre = load_imdb("sequence", validation_size=10, sequence_length=LENGTH, truncating="pre")
-    ds = load_imdb("sequence", validation_size=10, sequence_length=LENGTH, truncating="pre", as_dataset=True,
-                   batch_size=8)
+    ds = load_imdb(
+        "sequence", validation_size=10, sequence_length=LENGTH, truncating="pre", as_dataset=True, batch_size=8
+    )
     xb, _ = next(iter(ds.test))
     np.testing.assert_array_equal(xb.numpy(), pre.test[0][:8])
 

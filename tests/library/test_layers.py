@@ -15,13 +15,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _helpers import np_softmax, rand
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from keras import ops
 
 from moe_tf import Experts, MixtureOfExperts, TopKRouter
-
-from _helpers import np_softmax, rand
 
 PROPERTY = settings(
     max_examples=20,
@@ -46,10 +45,6 @@ def mixed_float16():
         yield
     finally:
         keras.mixed_precision.set_global_policy("float32")
-
-
-
-
 
 
 def np_experts(experts, tokens):
@@ -317,7 +312,10 @@ def test_router_jitter_clean_logits_are_noise_free():
     x = rand(12, 4, seed=6)
     out = router(x, training=True)
     np.testing.assert_allclose(
-        ops.convert_to_numpy(out.clean_logits), x @ router.kernel.numpy(), rtol=1e-5, atol=1e-6,
+        ops.convert_to_numpy(out.clean_logits),
+        x @ router.kernel.numpy(),
+        rtol=1e-5,
+        atol=1e-6,
         err_msg="clean_logits should be x @ W without the jitter",
     )
 
@@ -488,13 +486,17 @@ def test_capacity_is_the_same_in_eager_and_dynamic_batch_graph():
 # -- gradients -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "k,dispatch", [(1, "gather"), (1, "einsum"), (2, "gather"), (2, "einsum"), (None, "gather")]
-)
+@pytest.mark.parametrize("k,dispatch", [(1, "gather"), (1, "einsum"), (2, "gather"), (2, "einsum"), (None, "gather")])
 def test_router_gets_gradient_through_gates(k, dispatch):
     # Seeded initializer, so this checks the gate path alone (the default initializer is tested below).
     layer = MixtureOfExperts(
-        4, 8, k=k, capacity_factor=None, balance_loss=None, z_loss_weight=0.0, dispatch=dispatch,
+        4,
+        8,
+        k=k,
+        capacity_factor=None,
+        balance_loss=None,
+        z_loss_weight=0.0,
+        dispatch=dispatch,
         kernel_initializer=keras.initializers.GlorotUniform(seed=0),
     )
     x = rand(10, 5, seed=11)
@@ -626,7 +628,9 @@ def test_mask_in_functional_model_after_embedding():
 def test_switch_balance_loss_value(k):
     E, weight = 4, 0.05
     x = rand(20, 5, seed=17) * 2
-    layer = MixtureOfExperts(E, 8, k=k, capacity_factor=None if k is None else 1.0, balance_loss="switch", balance_loss_weight=weight)
+    layer = MixtureOfExperts(
+        E, 8, k=k, capacity_factor=None if k is None else 1.0, balance_loss="switch", balance_loss_weight=weight
+    )
     layer(x)
     values = loss_values(layer)
     assert len(values) == 1, f"expected exactly one (balance) loss, got {values}"
@@ -678,8 +682,9 @@ def test_no_balance_loss_and_z_loss():
 def test_aux_loss_is_part_of_the_fit_loss():
     E, w, zw = 4, 0.5, 0.1
     inp = keras.Input((3, 5))
-    moe = MixtureOfExperts(E, 8, k=2, capacity_factor=1.0, balance_loss="switch", balance_loss_weight=w,
-                           z_loss_weight=zw, name="moe")
+    moe = MixtureOfExperts(
+        E, 8, k=2, capacity_factor=1.0, balance_loss="switch", balance_loss_weight=w, z_loss_weight=zw, name="moe"
+    )
     model = keras.Model(inp, keras.layers.Dense(1)(moe(inp)))
     x = rand(16, 3, 5, seed=20)
     model(x)
@@ -816,8 +821,9 @@ def _assert_clone_matches(layer, x, select=lambda out: out):
 
 
 def test_experts_config_roundtrip():
-    layer = Experts(3, 5, output_units=2, activation="gelu", use_bias=False,
-                    kernel_initializer=keras.initializers.HeNormal(seed=3))
+    layer = Experts(
+        3, 5, output_units=2, activation="gelu", use_bias=False, kernel_initializer=keras.initializers.HeNormal(seed=3)
+    )
     _assert_clone_matches(layer, rand(3, 4, 6))
 
 

@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _helpers import np_softmax
 
 from moe_tf.layers import LinearExpertsMoE
-from _helpers import np_softmax
 
 
 def _inputs(n=12, d=20, seed=0):
@@ -82,8 +82,9 @@ def test_sparse_and_dense_inputs_agree_and_train():
     keras.utils.set_random_seed(0)
     inputs = keras.Input((30,), sparse=True)
     model = keras.Model(inputs, LinearExpertsMoE(4, 2, k=2, seed=0, name="moe")(inputs))
-    model.compile(keras.optimizers.Adam(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
     history = model.fit(tf.sparse.from_dense(x), y, epochs=15, batch_size=16, verbose=0)
     assert len(model.losses) == 1  # the Switch balance loss
     assert {"moe_max_load", "moe_dropped", "moe_entropy", "moe_balance_loss"} <= set(history.history)

@@ -5,18 +5,13 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
+from _helpers import np_softmax
 from hypothesis import given
 from hypothesis import strategies as st
 
 from moe_tf.losses import cv_squared, importance_loss, load_loss, router_z_loss, switch_balance_loss
 
-from _helpers import np_softmax
-
-
-
 # --------------------------------------------------------------------------- numpy references
-
-
 
 
 def np_logsumexp(x):

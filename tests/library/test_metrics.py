@@ -72,8 +72,9 @@ def test_dropped_entropy_and_loss_averages():
 
 def test_docstring_example():
     metric = RoutingMetrics(num_experts=4, name="moe")
-    metric.update_state(counts=[10.0, 10.0, 10.0, 10.0], tokens=40.0, dropped=0.0, entropy_sum=55.4,
-                        balance_loss=1.0, z_loss=2.0)
+    metric.update_state(
+        counts=[10.0, 10.0, 10.0, 10.0], tokens=40.0, dropped=0.0, entropy_sum=55.4, balance_loss=1.0, z_loss=2.0
+    )
     r = results(metric)
     assert r["moe_max_load"] == pytest.approx(1.0)
     assert r["moe_entropy"] == pytest.approx(55.4 / 40.0, rel=1e-6)
@@ -147,4 +148,6 @@ def test_routing_entropy_matches_numpy_and_ignores_padding(num_tokens, num_exper
     expected = per_token[mask > 0].mean() if mask.any() else 0.0
     got = float(routing_entropy(garbage, mask))
     assert math.isfinite(got), "masked entropy must be finite"
-    assert got == pytest.approx(expected, rel=1e-5, abs=1e-6), f"expected entropy over real tokens {expected}, got {got}"
+    assert got == pytest.approx(expected, rel=1e-5, abs=1e-6), (
+        f"expected entropy over real tokens {expected}, got {got}"
+    )

@@ -76,8 +76,12 @@ def test_import_moe_tf_loads_no_tensorflow_and_sets_nothing():
 
 def test_no_module_changes_the_environment_or_the_plot_backend_at_import():
     folders = ((PACKAGE, "moe_tf."), (PACKAGE / "course", "moe_tf.course."))
-    modules = sorted(f"{prefix}{info.name}" for folder, prefix in folders for info in pkgutil.iter_modules([str(folder)])
-                     if info.name not in ("__main__", "_grade_plugin", "_grade_jail"))
+    modules = sorted(
+        f"{prefix}{info.name}"
+        for folder, prefix in folders
+        for info in pkgutil.iter_modules([str(folder)])
+        if info.name not in ("__main__", "_grade_plugin", "_grade_jail")
+    )
     assert "moe_tf.course.plots" in modules and "moe_tf.course.train" in modules, modules
     code = (
         "import os, sys, importlib\n"

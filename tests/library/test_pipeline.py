@@ -113,8 +113,9 @@ def test_shared_experts_are_mixture_of_experts_plus_an_ungated_expert_on_every_t
 def test_experts_read_a_shared_input_once_as_if_each_had_its_copy():
     experts = Experts(3, 5)
     x = rand(7, 4, seed=3)
-    np.testing.assert_allclose(np.asarray(experts(x)), np.asarray(experts(np.broadcast_to(x, (3, 7, 4)))),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(experts(x)), np.asarray(experts(np.broadcast_to(x, (3, 7, 4)))), rtol=1e-5, atol=1e-6
+    )
 
 
 # -- every router's layer logs statistics that mean what they say -----------------------------------
@@ -142,8 +143,9 @@ def test_soft_moe_drops_nothing_and_logs_its_combine_entropy():
     assert stats["soft_entropy"] == pytest.approx(entropy, rel=1e-5)
 
 
-@pytest.mark.parametrize("make", [lambda: ExpertChoiceMoE(4, 8, name="m"), lambda: SoftMoE(4, 8, name="m")],
-                         ids=["expert-choice", "soft"])
+@pytest.mark.parametrize(
+    "make", [lambda: ExpertChoiceMoE(4, 8, name="m"), lambda: SoftMoE(4, 8, name="m")], ids=["expert-choice", "soft"]
+)
 def test_mask_routed_layers_log_routing_metrics_in_fit(make):
     inputs = keras.Input((8, 6))
     model = keras.Model(inputs, make()(inputs))
@@ -179,8 +181,15 @@ def test_a_router_without_a_cost_says_so():
 
             T = ops.shape(inputs)[0]
             probs = ops.one_hot(ops.zeros((T,), "int32"), self.num_experts)
-            return SlotPlan(indices=ops.zeros((T, 1), "int32"), gates=ops.ones((T, 1)), keep=ops.ones((T, 1)),
-                            positions=None, capacity=None, probs=probs, logits=probs)
+            return SlotPlan(
+                indices=ops.zeros((T, 1), "int32"),
+                gates=ops.ones((T, 1)),
+                keep=ops.ones((T, 1)),
+                positions=None,
+                capacity=None,
+                probs=probs,
+                logits=probs,
+            )
 
     router = Fixed(3)
     router.k = 1

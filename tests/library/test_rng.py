@@ -4,14 +4,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _helpers import rand
 from keras import ops
 
 from moe_tf import TopKRouter, rng
-from moe_tf.layers import Dropout
 from moe_tf.course.models import build_model
+from moe_tf.layers import Dropout
 from moe_tf.transformer import TransformerBlock
-
-from _helpers import rand
 
 
 def test_draws_are_reproducible_and_new_on_every_call():
@@ -31,7 +30,7 @@ def test_draws_are_philox_and_reproducible_under_xla():
     runs = []
     for _ in range(2):
         gen = keras.random.SeedGenerator(7)
-        fn = tf.function(lambda: rng.normal((3, 4), gen), jit_compile=True)
+        fn = tf.function(lambda: rng.normal((3, 4), gen), jit_compile=True)  # noqa: B023 (called in this iteration)
         runs.append([ops.convert_to_numpy(fn()) for _ in range(2)])
     np.testing.assert_array_equal(runs[0][0], runs[1][0], err_msg="same seed under XLA, same first draw")
     np.testing.assert_array_equal(runs[0][1], runs[1][1], err_msg="and the same second draw")

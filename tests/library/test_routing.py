@@ -6,19 +6,14 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import tensorflow as tf
+from _helpers import np_softmax
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from moe_tf.routing import buffer_capacity, capacity_positions, expert_capacity, softmax_gates, top_k_gates
 
-from _helpers import np_softmax
-
-
-
 # --------------------------------------------------------------------------- helpers
-
-
 
 
 @st.composite
@@ -119,7 +114,11 @@ def test_top_k_gates_without_renormalization_are_full_softmax(case):
     expected = np.zeros_like(probs)
     np.put_along_axis(expected, expected_idx, np.take_along_axis(probs, expected_idx, axis=-1), axis=-1)
     np.testing.assert_allclose(
-        gates, expected, rtol=1e-5, atol=1e-7, err_msg="renormalize=False should keep the raw full-softmax probabilities"
+        gates,
+        expected,
+        rtol=1e-5,
+        atol=1e-7,
+        err_msg="renormalize=False should keep the raw full-softmax probabilities",
     )
     assert np.all(gates.sum(-1) <= 1.0 + 1e-5), "raw softmax probabilities of k experts sum to at most 1"
 
@@ -133,8 +132,12 @@ def test_top_k_gates_docstring_example():
 def test_top1_without_renormalization_keeps_gate_below_one():
     gates, _ = top_k_gates(np.array([[0.0, 1.0, 0.0]], np.float32), k=1, renormalize=False)
     expected = math.e / (math.e + 2.0)
-    np.testing.assert_allclose(np.asarray(gates), [[0.0, expected, 0.0]], rtol=1e-6,
-                               err_msg="Switch top-1 gate should be p_i = softmax(logits)_i < 1")
+    np.testing.assert_allclose(
+        np.asarray(gates),
+        [[0.0, expected, 0.0]],
+        rtol=1e-6,
+        err_msg="Switch top-1 gate should be p_i = softmax(logits)_i < 1",
+    )
     gates, _ = top_k_gates(np.array([[0.0, 1.0, 0.0]], np.float32), k=1, renormalize=True)
     np.testing.assert_array_equal(np.asarray(gates), [[0.0, 1.0, 0.0]], err_msg="renormalized top-1 gate should be 1")
 
@@ -209,9 +212,7 @@ def test_top_k_gates_float16_random_logits(renormalize):
         np.testing.assert_allclose(gates.sum(-1), 1.0, atol=2e-3, err_msg="float16 gates should sum to ~1")
     else:
         top = np.argsort(-logits.astype(np.float64), -1, kind="stable")[:, :2]
-        np.testing.assert_allclose(
-            np.take_along_axis(gates, top, -1), np.take_along_axis(expected, top, -1), atol=2e-3
-        )
+        np.testing.assert_allclose(np.take_along_axis(gates, top, -1), np.take_along_axis(expected, top, -1), atol=2e-3)
 
 
 # --------------------------------------------------------------------------- expert capacity
@@ -234,7 +235,9 @@ def test_top_k_gates_float16_random_logits(renormalize):
 def test_expert_capacity_examples(num_tokens, num_experts, k, capacity_factor, expected):
     got = expert_capacity(num_tokens, num_experts, k, capacity_factor)
     assert isinstance(got, int) and not isinstance(got, bool), f"int num_tokens should give a Python int, got {got!r}"
-    assert got == expected, f"expert_capacity{(num_tokens, num_experts, k, capacity_factor)} should be {expected}, got {got}"
+    assert got == expected, (
+        f"expert_capacity{(num_tokens, num_experts, k, capacity_factor)} should be {expected}, got {got}"
+    )
 
 
 def test_float_ceil_pitfall_is_real():
@@ -260,7 +263,15 @@ def test_expert_capacity_is_exact_ceiling(num_tokens, num_experts, k, capacity_f
 
 @pytest.mark.parametrize(
     "num_tokens, num_experts, k, capacity_factor",
-    [(1024, 8, 2, 1.25), (10, 11, 1, 1.1), (200, 8, 2, 1.1), (9, 8, 1, 1.0), (100, 4, 2, 0.5), (33, 3, 1, 1.1), (1, 64, 1, 1.0)],
+    [
+        (1024, 8, 2, 1.25),
+        (10, 11, 1, 1.1),
+        (200, 8, 2, 1.1),
+        (9, 8, 1, 1.0),
+        (100, 4, 2, 0.5),
+        (33, 3, 1, 1.1),
+        (1, 64, 1, 1.0),
+    ],
 )
 def test_expert_capacity_tensor_num_tokens_matches_int(num_tokens, num_experts, k, capacity_factor):
     expected = expert_capacity(num_tokens, num_experts, k, capacity_factor)

@@ -21,8 +21,15 @@ NAMES = sorted(p.stem for p in SAVED.glob("*.keras"))
 
 def test_every_layer_has_a_saved_file():
     assert set(NAMES) == {
-        "dense_moe", "top2_capacity", "switch_einsum", "top2_dropless_bias", "expert_choice", "soft_moe",
-        "shared_experts", "transformer_switch", "linear_experts",
+        "dense_moe",
+        "top2_capacity",
+        "switch_einsum",
+        "top2_dropless_bias",
+        "expert_choice",
+        "soft_moe",
+        "shared_experts",
+        "transformer_switch",
+        "linear_experts",
     }
 
 
@@ -43,5 +50,10 @@ def test_saved_model_loads_and_predicts_as_before(name):
     if name == "linear_experts":
         x = x[:, 0]
     expected = np.load(SAVED / f"{name}.npy")
-    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6,
-                               err_msg=f"{name}.keras (saved by moe_tf 0.1) predicts differently now")
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0),
+        expected,
+        rtol=1e-5,
+        atol=1e-6,
+        err_msg=f"{name}.keras (saved by moe_tf 0.1) predicts differently now",
+    )

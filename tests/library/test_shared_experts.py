@@ -3,12 +3,11 @@
 import keras
 import numpy as np
 import pytest
+from _helpers import np_softmax, rand
 
 from moe_tf import MixtureOfExperts, SharedExpertsMoE
 from moe_tf.callbacks import RoutingStats
 from moe_tf.layers import deepseek_moe_config
-
-from _helpers import np_softmax, rand
 
 
 @pytest.fixture(autouse=True)

@@ -4,10 +4,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _helpers import np_softmax, rand
 
 from moe_tf import SoftMoE
-
-from _helpers import np_softmax, rand
 
 
 @pytest.fixture(autouse=True)

@@ -75,8 +75,9 @@ def test_mutual_information_is_h_expert_minus_conditional_entropy():
     # Matches a direct loop over the table.
     joint = counts / counts.sum()
     pc, pe = joint.sum(1), joint.sum(0)
-    direct = sum(joint[c, e] * math.log2(joint[c, e] / (pc[c] * pe[e]))
-                 for c in range(10) for e in range(8) if joint[c, e] > 0)
+    direct = sum(
+        joint[c, e] * math.log2(joint[c, e] / (pc[c] * pe[e])) for c in range(10) for e in range(8) if joint[c, e] > 0
+    )
     assert r["mi"] == pytest.approx(direct)
 
 

@@ -11,10 +11,9 @@ from fractions import Fraction
 import keras
 import numpy as np
 import pytest
+from _helpers import np_softmax, rand
 
 from moe_tf import MixtureOfExperts, RoutingStats
-
-from _helpers import np_softmax, rand
 
 S, D = 3, 5
 
@@ -24,16 +23,13 @@ def _seed():
     keras.utils.set_random_seed(4321)
 
 
-
-
-
-
 def build_model(num_experts=4, k=2, capacity_factor=1.0, balance_loss="switch", names=("moe",), lr=0.0, **kwargs):
     inp = keras.Input((S, D))
     h = inp
     for name in names:
-        h = MixtureOfExperts(num_experts, 8, k=k, capacity_factor=capacity_factor, balance_loss=balance_loss,
-                             name=name, **kwargs)(h)
+        h = MixtureOfExperts(
+            num_experts, 8, k=k, capacity_factor=capacity_factor, balance_loss=balance_loss, name=name, **kwargs
+        )(h)
     model = keras.Model(inp, keras.layers.Dense(1)(h))
     model.compile(keras.optimizers.SGD(lr), "mse")
     return model
@@ -93,10 +89,20 @@ def test_fit_logs_routing_metrics_for_train_and_validation():
     assert train["dropped"] > 0, "the test data should overflow some expert (cf=1.0, random router)"
     for key in METRIC_KEYS:
         for epoch in range(2):  # SGD(0.0): both epochs route identically
-            np.testing.assert_allclose(hist[f"moe_{key}"][epoch], train[key], rtol=1e-4, atol=1e-6,
-                                       err_msg=f"logged moe_{key} differs from the recomputed training value")
-            np.testing.assert_allclose(hist[f"val_moe_{key}"][epoch], val[key], rtol=1e-4, atol=1e-6,
-                                       err_msg=f"logged val_moe_{key} differs from the recomputed validation value")
+            np.testing.assert_allclose(
+                hist[f"moe_{key}"][epoch],
+                train[key],
+                rtol=1e-4,
+                atol=1e-6,
+                err_msg=f"logged moe_{key} differs from the recomputed training value",
+            )
+            np.testing.assert_allclose(
+                hist[f"val_moe_{key}"][epoch],
+                val[key],
+                rtol=1e-4,
+                atol=1e-6,
+                err_msg=f"logged val_moe_{key} differs from the recomputed validation value",
+            )
     assert 1.0 <= hist["moe_max_load"][0] <= 4.0
     assert "moe_load_0" not in hist, "per-expert loads are only logged with log_expert_load=True"
 
@@ -126,8 +132,12 @@ def test_routing_stats_history_without_validation():
         h = np.asarray(stats.history[name])
         assert h.shape == (epochs, E), f"expected history [epochs, E] = {(epochs, E)}, got {h.shape}"
         np.testing.assert_allclose(h.sum(axis=1), 1.0, atol=1e-6, err_msg="each epoch's loads should sum to 1")
-        np.testing.assert_allclose(h.max(axis=1) * E, hist[f"{name}_max_load"], rtol=1e-5,
-                                   err_msg="history should agree with the logged max_load")
+        np.testing.assert_allclose(
+            h.max(axis=1) * E,
+            hist[f"{name}_max_load"],
+            rtol=1e-5,
+            err_msg="history should agree with the logged max_load",
+        )
         assert np.size(stats.val_history[name]) == 0, "no validation data: val_history should stay empty"
     expected = epoch_summary(model.get_layer("moe_a"), x, 8)["load"]
     for row in np.asarray(stats.history["moe_a"]):
@@ -152,10 +162,16 @@ def test_routing_stats_keeps_training_load_when_validating():
     hist = model.fit(x, y, batch_size=8, epochs=epochs, validation_data=(xv, yv), callbacks=[stats], verbose=0).history
     train, val = np.asarray(stats.history["moe"]), np.asarray(stats.val_history["moe"])
     assert train.shape == (epochs, E) and val.shape == (epochs, E)
-    np.testing.assert_array_equal(train, np.tile([1.0, 0, 0, 0], (epochs, 1)),
-                                  err_msg="history should hold the training data's load (all on expert 0)")
-    np.testing.assert_array_equal(val, np.tile([0, 1.0, 0, 0], (epochs, 1)),
-                                  err_msg="val_history should hold the validation load (all on expert 1)")
+    np.testing.assert_array_equal(
+        train,
+        np.tile([1.0, 0, 0, 0], (epochs, 1)),
+        err_msg="history should hold the training data's load (all on expert 0)",
+    )
+    np.testing.assert_array_equal(
+        val,
+        np.tile([0, 1.0, 0, 0], (epochs, 1)),
+        err_msg="val_history should hold the validation load (all on expert 1)",
+    )
     assert hist["moe_max_load"] == [E] * epochs and hist["val_moe_max_load"] == [E] * epochs
 
 

@@ -13,8 +13,15 @@ VOCAB, MAX_LEN, D = 50, 12, 8
 
 
 def _moe(k=1, capacity_factor=None, seed=0):
-    return MixtureOfExperts(num_experts=4, expert_units=16, k=k, capacity_factor=capacity_factor, seed=seed,
-                            kernel_initializer=keras.initializers.GlorotUniform(seed), name="moe")
+    return MixtureOfExperts(
+        num_experts=4,
+        expert_units=16,
+        k=k,
+        capacity_factor=capacity_factor,
+        seed=seed,
+        kernel_initializer=keras.initializers.GlorotUniform(seed),
+        name="moe",
+    )
 
 
 FFNS = [lambda: {"ffn_units": 16}, lambda: {"ffn": _moe(k=1)}, lambda: {"ffn": _moe(k=2)}]
@@ -71,8 +78,11 @@ def test_block_rejects_bad_arguments():
         TransformerBlock(num_heads=2, ffn_units=8)(rand(2, 8))
 
 
-@pytest.mark.parametrize("ffn", [lambda: {"ffn_units": 16}, lambda: {"ffn": _moe(k=1)},
-                                 lambda: {"ffn": _moe(k=2, capacity_factor=4.0)}], ids=["dense", "switch", "top2"])
+@pytest.mark.parametrize(
+    "ffn",
+    [lambda: {"ffn_units": 16}, lambda: {"ffn": _moe(k=1)}, lambda: {"ffn": _moe(k=2, capacity_factor=4.0)}],
+    ids=["dense", "switch", "top2"],
+)
 def test_block_shape_and_mask_carried(ffn):
     block = TransformerBlock(num_heads=2, **ffn())
     x = rand(3, 7, D)
@@ -103,8 +113,9 @@ def test_appending_padding_does_not_change_the_classifier(ffn):
     model = _classifier(ffn(), length=None)
     x = _tokens()  # [3, 7]
     longer = np.concatenate([x, np.zeros((3, 5), np.int32)], axis=1)  # [3, 12]: five more padding tokens
-    np.testing.assert_allclose(ops.convert_to_numpy(model(x)), ops.convert_to_numpy(model(longer)),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(model(x)), ops.convert_to_numpy(model(longer)), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_moe_sees_the_mask_padding_takes_no_capacity_and_no_statistics():
@@ -148,5 +159,9 @@ def test_config_and_keras_round_trip(tmp_path):
     np.testing.assert_allclose(ops.convert_to_numpy(loaded(x)), before, rtol=1e-6, atol=1e-6)
     dense = _classifier({"ffn_units": 16})
     dense.save(tmp_path / "dense.keras")
-    np.testing.assert_allclose(ops.convert_to_numpy(keras.models.load_model(tmp_path / "dense.keras")(x)),
-                               ops.convert_to_numpy(dense(x)), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(keras.models.load_model(tmp_path / "dense.keras")(x)),
+        ops.convert_to_numpy(dense(x)),
+        rtol=1e-6,
+        atol=1e-6,
+    )

@@ -28,8 +28,7 @@ MUTANTS = [
     (
         "gates_renormalised",  # DeepSeekMoE keeps the raw top-k softmax affinities (only k = 1 hides nothing)
         "gates = np.take_along_axis(scores, indices, axis=-1)  # [T, k], not renormalised",
-        "gates = np.take_along_axis(scores, indices, axis=-1)\n"
-        "    gates = gates / gates.sum(axis=-1, keepdims=True)",
+        "gates = np.take_along_axis(scores, indices, axis=-1)\n    gates = gates / gates.sum(axis=-1, keepdims=True)",
     ),
     (
         "ties_go_to_the_higher_expert",

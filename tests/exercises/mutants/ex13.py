@@ -28,9 +28,7 @@ MUTANTS = [
     (
         "update_in_place",  # the docstring promises a new array; the caller's bias changes under it
         "return np.asarray(bias, dtype=np.float64) - gamma * np.sign(load - load.mean())",
-        "bias = np.asarray(bias, dtype=np.float64)\n"
-        "    bias -= gamma * np.sign(load - load.mean())\n"
-        "    return bias",
+        "bias = np.asarray(bias, dtype=np.float64)\n    bias -= gamma * np.sign(load - load.mean())\n    return bias",
     ),
     (
         "update_proportional_to_the_load_gap",  # the rule moves by a fixed step gamma: sign(), not the gap
