@@ -293,7 +293,7 @@ BAD_ARGUMENTS = {
         lambda: MoELayer(ExpertChoiceRouter(E), expert_units=H, capacity_factor=1.0, balance_loss=None),
         "capacity_factor",
     ),
-    "MoELayer-balance_loss": (lambda: MoELayer(SoftRouter(E), expert_units=H), "balance_loss"),
+    "MoELayer-balance_loss": (lambda: MoELayer(SoftRouter(E), expert_units=H, balance_loss="switch"), "balance_loss"),
     "MoELayer-num_shared_experts": (
         lambda: MoELayer(TopKRouter(E, k=2), expert_units=H, num_shared_experts=-1),
         "num_shared_experts",
