@@ -21,6 +21,7 @@ from moe_tf import _checks, losses
 from moe_tf.dispatch import DISPATCH_OPTIONS, DISPATCHERS, dense_dispatch, mask_dispatch
 from moe_tf.layers._cost import LayerCost, expert_sizes
 from moe_tf.layers.experts import Experts
+from moe_tf.layers.router import Router
 from moe_tf.metrics import RoutingMetrics, routing_entropy
 from moe_tf.routing import buffer_capacity
 
@@ -125,8 +126,6 @@ class MoELayer(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        from moe_tf.layers.router import Router  # noqa: PLC0415  (router.py imports nothing from here)
-
         if not isinstance(router, Router):
             raise ValueError(
                 f"`router` must be a moe_tf.layers.Router (TopKRouter, ExpertChoiceRouter, SoftRouter, or a "
